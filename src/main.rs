@@ -1,0 +1,39 @@
+//! The `voxseg` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Whole-volume 3D CT organ segmentation and exact, auditable measurement.
+///
+/// Exit codes: 0 success; 1 one or more cases failed (batch); 2 usage or input error
+/// (unreadable, corrupt or invalid file, bad arguments).
+///
+/// voxseg is not a medical device: every output needs review by a qualified person.
+#[derive(Parser)]
+#[command(name = "voxseg", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Inspect(cmd::inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => cmd::inspect::run(args).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
