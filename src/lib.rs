@@ -1,5 +1,8 @@
 //! voxseg's pipeline API: one function per stage, shared by the CLI and the tests.
 
+pub mod batch;
 pub mod inspect;
+pub mod preview;
+pub mod qc;
 
 pub use voxseg_volume as volume;

@@ -22,12 +22,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Inspect(cmd::inspect::InspectArgs),
+    BatchMerge(cmd::batch_merge::BatchMergeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args).map(|()| ExitCode::SUCCESS),
+        Command::BatchMerge(args) => cmd::batch_merge::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
