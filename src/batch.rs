@@ -350,6 +350,7 @@ mod tests {
         assert!(discover(&list).unwrap_err().to_string().contains("cannot name a folder"));
         fs::write(&list, "id,file\nx,a.nii\n").unwrap();
         assert!(discover(&list).unwrap_err().to_string().contains("case_id,path"));
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -385,6 +386,7 @@ mod tests {
         assert_eq!(text, "case_id,status,error,spleen_ml\na,ok,,1.5\nb,failed,\"bad file, truncated\",\nc,ok,,1.5\n");
         let other: Vec<String> = ["case_id", "status"].map(String::from).to_vec();
         assert!(Journal::open(&path, &other, true).unwrap_err().to_string().contains("columns differ"));
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -417,6 +419,7 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("ok2,ok,,3\n"));
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -432,5 +435,6 @@ mod tests {
         assert!(merge(&[a.clone(), c], &out).unwrap_err().to_string().contains("more than one row"));
         fs::write(&b, "case_id,state\nz,ok\n").unwrap();
         assert!(merge(&[a, b], &out).unwrap_err().to_string().contains("columns differ"));
+        fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -2,7 +2,10 @@
 
 pub mod batch;
 pub mod inspect;
+pub mod names;
 pub mod preview;
 pub mod qc;
+pub mod report;
 
+pub use voxseg_postprocess as postprocess;
 pub use voxseg_volume as volume;

@@ -22,6 +22,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Inspect(cmd::inspect::InspectArgs),
+    Measure(cmd::measure::MeasureArgs),
+    Compare(cmd::compare::CompareArgs),
     BatchMerge(cmd::batch_merge::BatchMergeArgs),
 }
 
@@ -29,6 +31,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Measure(args) => cmd::measure::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Compare(args) => cmd::compare::run(args).map(|()| ExitCode::SUCCESS),
         Command::BatchMerge(args) => cmd::batch_merge::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -35,8 +35,7 @@ const TEMPLATES: [&str; 7] = [
     "nifti2_float64.nii.gz",
 ];
 
-fn written(tag: &str) -> Vec<(PathBuf, LabelMap, Header)> {
-    let dir = scratch(tag);
+fn written(dir: &Path) -> Vec<(PathBuf, LabelMap, Header)> {
     let mut out = vec![];
     for (t, name) in TEMPLATES.iter().enumerate() {
         let (_, header) = nifti::read_image(fixture(name)).unwrap();
@@ -52,7 +51,8 @@ fn written(tag: &str) -> Vec<(PathBuf, LabelMap, Header)> {
 
 #[test]
 fn written_labels_read_back_identically_with_the_source_header() {
-    for (path, labels, source) in written("reread") {
+    let dir = scratch("reread");
+    for (path, labels, source) in written(&dir) {
         let back = nifti::read(&path).unwrap();
         assert_eq!(back.grid, *labels.grid(), "{}", path.display());
         assert_eq!(back.to_labels().unwrap().data(), labels.data(), "{}", path.display());
@@ -65,6 +65,7 @@ fn written_labels_read_back_identically_with_the_source_header() {
         assert_eq!(h.version(), source.version());
         assert_eq!(h.dims()[0], 3);
     }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -74,28 +75,33 @@ fn writing_on_another_grid_is_refused() {
         Grid::new([2, 2, 2], [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
             .unwrap();
     let labels = Volume::new(other, vec![0u16; 8]);
-    let path = scratch("mismatch").join("x.nii.gz");
+    let dir = scratch("mismatch");
+    let path = dir.join("x.nii.gz");
     let err = nifti::write_labels(&path, &labels, &header).unwrap_err();
     assert!(matches!(err.kind, ErrorKind::GridMismatch { .. }), "{err}");
     assert!(!path.exists());
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn images_on_a_new_grid_round_trip() {
     let (ct, _) = nifti::read_image(fixture("qform_only_oblique.nii.gz")).unwrap();
     let header = Header::for_grid(ct.grid());
-    let path = scratch("image").join("ct.nii.gz");
+    let dir = scratch("image");
+    let path = dir.join("ct.nii.gz");
     nifti::write_image(&path, &ct, &header).unwrap();
     let (back, _) = nifti::read_image(&path).unwrap();
     assert_eq!(back.data(), ct.data());
     assert!(back.grid().matches(ct.grid(), 1e-5));
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// nibabel, an independent reader, agrees on what we wrote. Runs when Python with
 /// nibabel is present; CI sets VOXSEG_REQUIRE_PYTHON=1 so it can never be skipped there.
 #[test]
 fn nibabel_reads_what_we_write() {
-    let files = written("nibabel");
+    let dir = scratch("nibabel");
+    let files = written(&dir);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/nibabel_dump.py");
     let run = Command::new("python3").arg(&script).args(files.iter().map(|f| &f.0)).output();
     let output = match run {
@@ -122,4 +128,5 @@ fn nibabel_reads_what_we_write() {
         assert_eq!(data, labels.data(), "{name}: nibabel voxels");
         assert_eq!(nib["intent_code"], 1002, "{name}: NIFTI_INTENT_LABEL");
     }
+    std::fs::remove_dir_all(dir).unwrap();
 }
