@@ -7,5 +7,7 @@ pub mod preview;
 pub mod qc;
 pub mod report;
 
+pub use voxseg_model as model;
 pub use voxseg_postprocess as postprocess;
+pub use voxseg_preprocess as preprocess;
 pub use voxseg_volume as volume;

@@ -24,6 +24,8 @@ enum Command {
     Inspect(cmd::inspect::InspectArgs),
     Measure(cmd::measure::MeasureArgs),
     Compare(cmd::compare::CompareArgs),
+    Import(cmd::import::ImportArgs),
+    Bench(cmd::bench::BenchArgs),
     BatchMerge(cmd::batch_merge::BatchMergeArgs),
 }
 
@@ -33,6 +35,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Measure(args) => cmd::measure::run(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => cmd::compare::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Import(args) => cmd::import::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => cmd::bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::BatchMerge(args) => cmd::batch_merge::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -1,6 +1,8 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
 pub mod batch_merge;
+pub mod bench;
 pub mod compare;
+pub mod import;
 pub mod inspect;
 pub mod measure;

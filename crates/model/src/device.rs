@@ -1,0 +1,91 @@
+//! Which device runs the network: `--device auto|cpu|gpu`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use burn::prelude::*;
+use burn::tensor::DeviceKind;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A real GPU adapter when there is one, else the CPU (with a notice).
+    #[default]
+    Auto,
+    Cpu,
+    /// wgpu on whatever adapter it finds (Vulkan, Metal, DX12), software ones included.
+    Gpu,
+}
+
+/// A device ready to run on, with what a benchmark report needs to say about it.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    pub device: Device,
+    /// "flex" (burn's CPU backend) or "wgpu".
+    pub backend: &'static str,
+    /// Adapter name for wgpu (e.g. "NVIDIA H100 80GB HBM3", "llvmpipe (LLVM 15.0.6, 256 bits)"),
+    /// "CPU (N threads)" for the CPU.
+    pub name: String,
+    /// False for the CPU and for software rasterizers such as lavapipe.
+    pub hardware_gpu: bool,
+    /// Set when `auto` fell back to the CPU, saying why.
+    pub notice: Option<String>,
+}
+
+pub fn cpu() -> Selected {
+    Selected {
+        device: Device::flex(),
+        backend: "flex",
+        name: format!("CPU ({} threads)", rayon::current_num_threads()),
+        hardware_gpu: false,
+        notice: None,
+    }
+}
+
+/// Opens wgpu's default adapter; a panic inside wgpu (no adapter, no driver) is an error.
+fn wgpu() -> Result<Selected, Error> {
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        let device = Device::wgpu(DeviceKind::DefaultDevice);
+        let identity = device.as_dispatch().identity();
+        // A first tiny allocation proves the adapter works.
+        let _ = Tensor::<1>::zeros([1], &device).into_data();
+        (device, identity)
+    }));
+    let (device, identity) =
+        opened.map_err(|_| Error::NoDevice { wanted: "gpu", reason: "wgpu found no usable adapter".into() })?;
+    let (name, hardware_gpu) = match identity {
+        Some(id) => (id.name.clone(), id.physical.is_some()),
+        None => ("wgpu adapter".into(), false),
+    };
+    Ok(Selected { device, backend: "wgpu", name, hardware_gpu, notice: None })
+}
+
+pub fn select(choice: DeviceChoice) -> Result<Selected, Error> {
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Gpu => wgpu(),
+        DeviceChoice::Auto => match wgpu() {
+            Ok(gpu) if gpu.hardware_gpu => Ok(gpu),
+            Ok(soft) => Ok(Selected {
+                notice: Some(format!("no GPU: {} is a software adapter; running on the CPU", soft.name)),
+                ..cpu()
+            }),
+            Err(e) => Ok(Selected { notice: Some(format!("no GPU ({e}); running on the CPU")), ..cpu() }),
+        },
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<DeviceChoice, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "gpu" => Ok(DeviceChoice::Gpu),
+            _ => Err(format!("device is auto, cpu or gpu (got {s:?})")),
+        }
+    }
+}

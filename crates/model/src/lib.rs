@@ -1,0 +1,20 @@
+//! The network side of voxseg: AnatomyNet as a burn `Module` with a serialisable
+//! `Config`, model packages (`models/<name>/model.toml` + burnpack weights), PyTorch
+//! import, device choice (wgpu or burn's CPU backend) and whole-volume or tiled
+//! inference.
+
+mod anatomynet;
+mod device;
+mod error;
+mod infer;
+mod package;
+mod weights;
+
+pub use anatomynet::{AnatomyNet, AnatomyNetConfig};
+pub use device::{cpu, select, DeviceChoice, Selected};
+pub use error::Error;
+pub use infer::{predict, Options, Prediction, Timings};
+pub use package::{Label, ModelPackage, Preprocess, Provenance};
+pub use weights::{import_pytorch, load, save};
+
+pub use burn::tensor::Device;

@@ -1,0 +1,136 @@
+//! Model packages: `models/<name>/model.toml` says everything inference needs, so no
+//! number is hard-coded; the weights sit beside it in burn's own format.
+//!
+//! ```toml
+//! name = "anatomynet-example"
+//! architecture = "anatomynet"
+//! weights = "weights.bpk"
+//!
+//! [network]            # AnatomyNetConfig; omitted fields take AnatomyNet's defaults
+//! classes = 2
+//!
+//! [[labels]]           # one per class except background (0)
+//! id = 1
+//! name = "spleen"
+//! tg263 = "Spleen"
+//!
+//! [preprocess]
+//! orientation = "RAS"
+//! spacing_mm = [1.5, 1.5, 1.5]
+//! intensity = { kind = "linear", min_hu = -160, max_hu = 240, out_min = -0.5, out_max = 0.5 }
+//! stride = 2
+//!
+//! [provenance]
+//! trained_on = "..."   # what the weights learned from
+//! measured_on = "..."  # what their accuracy was measured on, with the numbers
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use voxseg_preprocess::Intensity;
+
+use crate::anatomynet::{AnatomyNet, AnatomyNetConfig};
+use crate::Error;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Label {
+    pub id: u16,
+    pub name: String,
+    /// AAPM TG-263 structure name, for RT structure sets.
+    #[serde(default)]
+    pub tg263: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    /// Axis codes the network expects, e.g. "RAS".
+    pub orientation: String,
+    pub spacing_mm: [f64; 3],
+    pub intensity: Intensity,
+    /// Input sides are padded to a multiple of this.
+    pub stride: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub trained_on: String,
+    pub measured_on: String,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub licence: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPackage {
+    pub name: String,
+    pub architecture: String,
+    /// File name of the weights, relative to the package directory.
+    pub weights: String,
+    pub network: AnatomyNetConfig,
+    pub labels: Vec<Label>,
+    pub preprocess: Preprocess,
+    pub provenance: Provenance,
+    /// The package directory (not in the file).
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+impl ModelPackage {
+    /// Reads and checks `dir/model.toml`.
+    pub fn open(dir: &Path) -> Result<ModelPackage, Error> {
+        let path = dir.join("model.toml");
+        let fail = |reason: String| Error::Package { path: path.clone(), reason };
+        let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+        let mut package: ModelPackage = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        package.dir = dir.to_path_buf();
+        package.validate().map_err(fail)?;
+        Ok(package)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.architecture != "anatomynet" {
+            return Err(format!("architecture {:?} is not one this voxseg runs (anatomynet)", self.architecture));
+        }
+        let ids: Vec<u16> = self.labels.iter().map(|l| l.id).collect();
+        let want: Vec<u16> = (1..self.network.classes as u16).collect();
+        if ids != want {
+            return Err(format!(
+                "labels have ids {ids:?} but the network has {} classes: expected ids {want:?} (0 is background)",
+                self.network.classes
+            ));
+        }
+        let p = &self.preprocess;
+        if p.spacing_mm.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(format!("target spacing {:?} must be positive", p.spacing_mm));
+        }
+        if p.stride == 0 || p.stride % 2 == 1 {
+            return Err(format!("stride {} must be even (the network halves the input once)", p.stride));
+        }
+        p.intensity.validate().map_err(|e| e.to_string())
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join(&self.weights)
+    }
+
+    /// The network with this package's weights on `device`.
+    pub fn load(&self, device: &Device) -> Result<AnatomyNet, Error> {
+        crate::weights::load(&self.network, &self.weights_path(), device)
+    }
+
+    /// Writes `model.toml` (atomically) into `dir`.
+    pub fn write_toml(&self, dir: &Path) -> Result<(), Error> {
+        let path = dir.join("model.toml");
+        let fail = |reason: String| Error::Package { path: path.clone(), reason };
+        let text = toml::to_string_pretty(self).map_err(|e| fail(e.to_string()))?;
+        let tmp = dir.join(format!(".model.toml.tmp{}", std::process::id()));
+        std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| fail(e.to_string()))
+    }
+}

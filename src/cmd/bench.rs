@@ -1,0 +1,133 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use voxseg::model::{predict, select, AnatomyNetConfig, DeviceChoice, ModelPackage, Options, Timings};
+
+/// Time the network's forward pass on one whole volume.
+///
+/// Runs one warm-up pass (kernel compilation, autotuning, allocation), then
+/// --repeat timed passes on the same random input, each stage ended by a device
+/// sync: upload, forward, argmax (on the device), download. Reports the minimum
+/// per stage (`forward_ms` is the headline), the mean forward time, GFLOP/s from
+/// the network's multiply-accumulate count (2 FLOP per MAC), and the device,
+/// backend, shape and CPU threads, so a number can be reproduced.
+///
+/// Example: voxseg bench --shape 64x128x128 --device cpu --repeat 5 --json
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Volume shape DxHxW (slices x rows x columns), each even.
+    #[arg(long, default_value = "64x128x128")]
+    pub shape: String,
+    /// auto, cpu or gpu.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Timed passes after the warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Output classes of the random network (ignored with --model).
+    #[arg(long, default_value_t = 5)]
+    pub classes: usize,
+    /// Time this model package instead of a randomly initialised AnatomyNet.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    device: String,
+    backend: &'static str,
+    shape: [usize; 3],
+    classes: usize,
+    threads: usize,
+    repeat: usize,
+    macs: u64,
+    forward_ms: f64,
+    forward_mean_ms: f64,
+    gflops: f64,
+    min_ms: Timings,
+}
+
+fn parse_shape(s: &str) -> Result<[usize; 3]> {
+    let v: Vec<usize> = s.split('x').map(|p| p.trim().parse()).collect::<Result<_, _>>()?;
+    match v[..] {
+        [d, h, w] if [d, h, w].iter().all(|&n| n > 0 && n % 2 == 0) => Ok([d, h, w]),
+        _ => bail!("--shape is DxHxW with three even sides, e.g. 64x128x128 (got {s:?})"),
+    }
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let [d, h, w] = parse_shape(&args.shape)?;
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let selected = select(args.device)?;
+    if let Some(notice) = &selected.notice {
+        eprintln!("note: {notice}");
+    }
+    let (config, net) = match &args.model {
+        Some(dir) => {
+            let package = ModelPackage::open(dir)?;
+            let net = package.load(&selected.device)?;
+            (package.network, net)
+        }
+        None => {
+            let config = AnatomyNetConfig::new(args.classes);
+            let net = config.init(&selected.device);
+            (config, net)
+        }
+    };
+    // Deterministic input in the network's usual range.
+    let n = d * h * w;
+    let input: Vec<f32> = (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let shape = [w, h, d];
+    predict(&net, &input, shape, &selected.device, &Options::default())?;
+    let runs: Vec<Timings> = (0..args.repeat)
+        .map(|_| predict(&net, &input, shape, &selected.device, &Options::default()).map(|p| p.timings))
+        .collect::<Result<_, _>>()?;
+    let min = |f: fn(&Timings) -> f64| runs.iter().map(f).fold(f64::INFINITY, f64::min);
+    let min_ms = Timings {
+        upload_ms: min(|t| t.upload_ms),
+        forward_ms: min(|t| t.forward_ms),
+        argmax_ms: min(|t| t.argmax_ms),
+        download_ms: min(|t| t.download_ms),
+    };
+    let macs = config.macs([d, h, w]);
+    let report = Report {
+        device: selected.name.clone(),
+        backend: selected.backend,
+        shape: [d, h, w],
+        classes: config.classes,
+        threads: rayon::current_num_threads(),
+        repeat: args.repeat,
+        macs,
+        forward_ms: min_ms.forward_ms,
+        forward_mean_ms: runs.iter().map(|t| t.forward_ms).sum::<f64>() / runs.len() as f64,
+        gflops: 2.0 * macs as f64 / (min_ms.forward_ms / 1000.0) / 1e9,
+        min_ms,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} ({}), {}x{}x{}, {} classes, {} threads",
+            report.device, report.backend, d, h, w, report.classes, report.threads
+        );
+        println!(
+            "  forward {:.1} ms (min of {}, mean {:.1}) = {:.1} GFLOP/s ({:.2} GMAC)",
+            report.forward_ms,
+            report.repeat,
+            report.forward_mean_ms,
+            report.gflops,
+            macs as f64 / 1e9
+        );
+        println!(
+            "  upload {:.1} ms, argmax {:.1} ms, download {:.1} ms",
+            min_ms.upload_ms, min_ms.argmax_ms, min_ms.download_ms
+        );
+    }
+    Ok(())
+}
