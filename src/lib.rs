@@ -6,6 +6,7 @@ pub mod names;
 pub mod preview;
 pub mod qc;
 pub mod report;
+pub mod segment;
 
 pub use voxseg_model as model;
 pub use voxseg_postprocess as postprocess;

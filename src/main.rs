@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Segment(cmd::segment::SegmentArgs),
+    Batch(cmd::batch::BatchArgs),
     Inspect(cmd::inspect::InspectArgs),
     Measure(cmd::measure::MeasureArgs),
     Compare(cmd::compare::CompareArgs),
@@ -32,6 +34,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Segment(args) => cmd::segment::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Batch(args) => cmd::batch::run(args).map(ExitCode::from),
         Command::Inspect(args) => cmd::inspect::run(args).map(|()| ExitCode::SUCCESS),
         Command::Measure(args) => cmd::measure::run(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => cmd::compare::run(args).map(|()| ExitCode::SUCCESS),

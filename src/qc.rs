@@ -3,30 +3,9 @@
 //! In a published spleen volumetry study (Müller et al., Eur Radiol 2022) 1.8% of
 //! automatic volumes needed manual rework; these flags aim to catch those cases.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// Per-organ plausibility limits, stored in the model package.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QcRules {
-    /// Plausible volume in mL, `[min, max]`; outside it `volume_out_of_range` is set.
-    #[serde(default)]
-    pub volume_range_ml: Option<[f64; 2]>,
-    /// How many separate parts the organ normally has (2 for paired organs stored
-    /// as one label).
-    #[serde(default = "one")]
-    pub expected_components: usize,
-}
-
-fn one() -> usize {
-    1
-}
-
-impl Default for QcRules {
-    fn default() -> QcRules {
-        QcRules { volume_range_ml: None, expected_components: 1 }
-    }
-}
+pub use voxseg_model::QcRules;
 
 /// A component counts as "large" when it holds at least this fraction of the organ.
 pub const LARGE_COMPONENT_FRACTION: f64 = 0.1;

@@ -80,7 +80,13 @@ pub fn run(args: ImportArgs) -> Result<()> {
             .labels
             .iter()
             .enumerate()
-            .map(|(i, n)| Label { id: i as u16 + 1, name: n.trim().to_string(), tg263: None })
+            .map(|(i, n)| Label {
+                id: i as u16 + 1,
+                name: n.trim().to_string(),
+                tg263: None,
+                qc: Default::default(),
+                cleanup: Default::default(),
+            })
             .collect(),
         preprocess: Preprocess {
             orientation: args.orientation,

@@ -14,7 +14,7 @@ pub use anatomynet::{AnatomyNet, AnatomyNetConfig};
 pub use device::{cpu, select, DeviceChoice, Selected};
 pub use error::Error;
 pub use infer::{predict, Options, Prediction, Timings};
-pub use package::{Label, ModelPackage, Preprocess, Provenance};
-pub use weights::{import_pytorch, load, save};
+pub use package::{Cleanup, Label, ModelPackage, Preprocess, Provenance, QcRules};
+pub use weights::{import_pytorch, load, load_static, save};
 
 pub use burn::tensor::Device;

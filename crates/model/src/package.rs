@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+pub use voxseg_postprocess::Cleanup;
 use voxseg_preprocess::Intensity;
 
 use crate::anatomynet::{AnatomyNet, AnatomyNetConfig};
@@ -42,6 +43,35 @@ pub struct Label {
     /// AAPM TG-263 structure name, for RT structure sets.
     #[serde(default)]
     pub tg263: Option<String>,
+    /// Plausibility limits for quality-control flags.
+    #[serde(default)]
+    pub qc: QcRules,
+    /// Clean-up of the raw network output (default: keep the largest component, fill holes).
+    #[serde(default)]
+    pub cleanup: Cleanup,
+}
+
+/// Per-organ plausibility limits, stored in the model package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QcRules {
+    /// Plausible volume in mL, `[min, max]`; outside it `volume_out_of_range` is set.
+    #[serde(default)]
+    pub volume_range_ml: Option<[f64; 2]>,
+    /// How many separate parts the organ normally has (2 for paired organs stored
+    /// as one label).
+    #[serde(default = "one")]
+    pub expected_components: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for QcRules {
+    fn default() -> QcRules {
+        QcRules { volume_range_ml: None, expected_components: 1 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,9 +116,14 @@ impl ModelPackage {
     /// Reads and checks `dir/model.toml`.
     pub fn open(dir: &Path) -> Result<ModelPackage, Error> {
         let path = dir.join("model.toml");
-        let fail = |reason: String| Error::Package { path: path.clone(), reason };
-        let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
-        let mut package: ModelPackage = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Package { path, reason: e.to_string() })?;
+        ModelPackage::parse(&text, dir)
+    }
+
+    /// Parses and checks a `model.toml` text whose package lives in `dir`.
+    pub fn parse(text: &str, dir: &Path) -> Result<ModelPackage, Error> {
+        let fail = |reason: String| Error::Package { path: dir.join("model.toml"), reason };
+        let mut package: ModelPackage = toml::from_str(text).map_err(|e| fail(e.to_string()))?;
         package.dir = dir.to_path_buf();
         package.validate().map_err(fail)?;
         Ok(package)

@@ -42,6 +42,22 @@ pub fn load(config: &AnatomyNetConfig, path: &Path, device: &Device) -> Result<A
     Ok(net)
 }
 
+/// A network of `config`'s shape with burnpack weights held in memory (the package
+/// embedded in the binary); `name` identifies them in errors.
+pub fn load_static(
+    config: &AnatomyNetConfig,
+    bytes: &'static [u8],
+    name: &Path,
+    device: &Device,
+) -> Result<AnatomyNet, Error> {
+    let mut net = config.init(device);
+    let mut store = BurnpackStore::from_static(bytes).allow_partial(true).validate(false);
+    let result =
+        net.load_from(&mut store).map_err(|e| Error::WeightsUnreadable { path: name.into(), reason: e.to_string() })?;
+    check(name, result, &[])?;
+    Ok(net)
+}
+
 /// Writes `net`'s weights to `path` (burnpack), through a temporary file and a
 /// rename so a crash never leaves half a file.
 pub fn save(net: &AnatomyNet, path: &Path) -> Result<(), Error> {

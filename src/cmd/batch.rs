@@ -1,0 +1,153 @@
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use voxseg::batch::{discover, run_pipelined, shard, Journal};
+use voxseg::model::DeviceChoice;
+use voxseg::qc::QcFlags;
+use voxseg::segment::{prepare, segment, write, Model};
+
+/// Segment and measure many CTs, resumably, one CSV row per case.
+///
+/// INPUT is a folder (searched recursively for .nii / .nii.gz; the case id is the
+/// path below INPUT without the extension, with '/' replaced by '__') or a CSV with
+/// the header `case_id,path`. Each case's files go to OUTDIR/<case_id>/ (as
+/// `segment` writes them); OUTDIR/volumes.csv gets one row per case: case_id,
+/// status (ok|failed), error (the reason), <organ>_ml per organ of the model, the QC
+/// flags per organ, needs_review, seconds.
+///
+/// A bad case (corrupt, truncated, not 3-D, not CT) is recorded as failed and the
+/// batch goes on. Each row is appended and synced as its case ends, after the
+/// case's files: kill the run at any moment and `--resume` skips finished cases
+/// and leaves exactly one row per case. The next cases are read and preprocessed on
+/// another thread while the current one runs on the device.
+///
+/// Exit code: 0 all ok, 1 one or more cases failed, 2 usage or setup error.
+///
+/// Example (a Slurm array of 4: SLURM_ARRAY_TASK_ID = 0..3):
+///   voxseg batch cts/ -o out --shard $SLURM_ARRAY_TASK_ID/4
+///   voxseg batch-merge out/volumes-shard-*-of-4.csv -o out/volumes.csv
+#[derive(clap::Args)]
+pub struct BatchArgs {
+    /// Folder of NIfTI CTs, or a CSV `case_id,path`.
+    pub input: PathBuf,
+    /// Output directory.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Continue a batch that stopped: skip cases already in the CSV.
+    #[arg(long)]
+    pub resume: bool,
+    /// Process only shard I of N (0-based), a deterministic split by case id.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Model package: a directory with model.toml, or a name under models/.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// auto (a real GPU if there is one), cpu or gpu.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Also write each case's preview.png.
+    #[arg(long)]
+    pub preview: bool,
+    /// Cases read and preprocessed ahead of the device.
+    #[arg(long, default_value_t = 2)]
+    pub ahead: usize,
+}
+
+fn parse_shard(s: &str) -> Result<(u32, u32)> {
+    let parsed = s.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((i, n)) if n > 0 && i < n => Ok((i, n)),
+        _ => bail!("--shard is I/N with 0 <= I < N, e.g. 0/4 (got {s:?})"),
+    }
+}
+
+pub fn run(args: BatchArgs) -> Result<u8> {
+    let shard_of = args.shard.as_deref().map(parse_shard).transpose()?;
+    let mut cases = discover(&args.input)?;
+    if let Some((i, n)) = shard_of {
+        cases = shard(cases, i, n);
+    }
+    let model = Model::load(args.model.as_deref(), args.device)?;
+    if let Some(notice) = &model.device.notice {
+        eprintln!("note: {notice}");
+    }
+    if model.untrained() {
+        eprintln!("warning: model {} has untrained (random) weights: its volumes are not organs", model.package.name);
+    }
+    let organs: Vec<String> = model.package.labels.iter().map(|l| l.name.clone()).collect();
+    let mut columns: Vec<String> = ["case_id", "status", "error"].map(String::from).to_vec();
+    columns.extend(organs.iter().map(|o| format!("{o}_ml")));
+    for o in &organs {
+        columns.extend(QcFlags::NAMES[..5].iter().map(|f| format!("{o}_{f}")));
+    }
+    columns.extend(["needs_review", "seconds"].map(String::from));
+    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    let csv = match shard_of {
+        Some((i, n)) => args.output.join(format!("volumes-shard-{i}-of-{n}.csv")),
+        None => args.output.join("volumes.csv"),
+    };
+    let mut journal = Journal::open(&csv, &columns, args.resume)?;
+    let pending: Vec<_> = cases.iter().filter(|c| !journal.is_done(&c.id)).cloned().collect();
+    let bar = ProgressBar::new(cases.len() as u64).with_position((cases.len() - pending.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} cases, {msg} [{elapsed_precise}, ETA {eta}]")
+            .expect("valid template"),
+    );
+    let mut failed_now = 0usize;
+    bar.set_message("0 failed");
+    let width = columns.len();
+    let started = std::cell::Cell::new(Instant::now());
+    run_pipelined(
+        &pending,
+        args.ahead,
+        |case| prepare(&case.path, &model.package),
+        |case, prepared| {
+            let outcome = prepared.and_then(|p| {
+                let seg = segment(&model, &p)?;
+                write(&args.output.join(&case.id), &model, &p, &seg, args.preview)?;
+                Ok(seg)
+            });
+            let seconds = started.replace(Instant::now()).elapsed().as_secs_f64();
+            let mut row = vec![case.id.clone()];
+            match outcome {
+                Ok(seg) => {
+                    row.extend(["ok".into(), String::new()]);
+                    row.extend(seg.structures.iter().map(|s| s.measurement.volume_ml.to_string()));
+                    for s in &seg.structures {
+                        row.extend(s.qc.unwrap_or_default().values()[..5].iter().map(|b| b.to_string()));
+                    }
+                    let review = seg.structures.iter().any(|s| s.qc.is_some_and(|q| q.needs_review));
+                    row.push(review.to_string());
+                }
+                Err(e) => {
+                    row.extend(["failed".into(), format!("{e:#}")]);
+                    row.resize(width - 1, String::new());
+                }
+            }
+            row.push(format!("{seconds:.2}"));
+            row
+        },
+        &mut journal,
+        |_, row| {
+            if row[1] == "failed" {
+                failed_now += 1;
+                bar.set_message(format!("{failed_now} failed"));
+            }
+            bar.inc(1);
+        },
+    )?;
+    bar.finish();
+    let mut reader = csv::Reader::from_path(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
+    let (mut ok, mut failed) = (0, 0);
+    for record in reader.records() {
+        if &record?[1] == "ok" {
+            ok += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    eprintln!("{ok} ok, {failed} failed: {}", csv.display());
+    Ok(if failed > 0 { 1 } else { 0 })
+}
