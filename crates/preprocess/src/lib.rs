@@ -18,9 +18,11 @@
 mod error;
 mod intensity;
 mod orientation;
+pub mod region;
 pub mod resample;
 mod slices;
 mod window;
+pub mod zoom;
 
 pub use error::Error;
 pub use intensity::Intensity;
