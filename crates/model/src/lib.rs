@@ -7,6 +7,7 @@ mod anatomynet;
 mod device;
 mod error;
 mod infer;
+mod multipath;
 mod package;
 mod weights;
 
@@ -14,7 +15,8 @@ pub use anatomynet::{AnatomyNet, AnatomyNetConfig};
 pub use device::{cpu, select, DeviceChoice, Selected};
 pub use error::Error;
 pub use infer::{predict, Options, Prediction, Timings};
+pub use multipath::{MultipathUnet, MultipathUnetConfig};
 pub use package::{Cleanup, Label, ModelPackage, Preprocess, Provenance, QcRules};
-pub use weights::{import_pytorch, load, load_static, save};
+pub use weights::{import_pytorch, load, load_multipath, load_static, save};
 
 pub use burn::tensor::Device;

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use burn_store::{ApplyResult, BurnpackStore, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
 
 use crate::anatomynet::{AnatomyNet, AnatomyNetConfig};
+use crate::multipath::{MultipathUnet, MultipathUnetConfig};
 use crate::Error;
 
 /// Turns a partial application into a typed error naming every tensor at fault.
@@ -55,6 +56,21 @@ pub fn load_static(
     let result =
         net.load_from(&mut store).map_err(|e| Error::WeightsUnreadable { path: name.into(), reason: e.to_string() })?;
     check(name, result, &[])?;
+    Ok(net)
+}
+
+/// The KU Leuven liver network with weights from a safetensors file whose names are
+/// the module's own (`down.L.J`, `up.L.J`, `head`), as `scripts/convert_liver_kul.py`
+/// writes them.
+pub fn load_multipath(config: &MultipathUnetConfig, path: &Path, device: &Device) -> Result<MultipathUnet, Error> {
+    if !path.is_file() {
+        return Err(Error::WeightsUnreadable { path: path.into(), reason: "no such file".into() });
+    }
+    let mut net = config.init(device);
+    let mut store = SafetensorsStore::from_file(path).allow_partial(true).validate(false);
+    let result =
+        net.load_from(&mut store).map_err(|e| Error::WeightsUnreadable { path: path.into(), reason: e.to_string() })?;
+    check(path, result, &[])?;
     Ok(net)
 }
 
