@@ -6,30 +6,33 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use voxseg_model::{predict, select, AnatomyNet, DeviceChoice, ModelPackage, Options, Prediction, Selected};
+use voxseg_model::{
+    predict, predict_multipath, select, DeviceChoice, ModelPackage, Net, Network, Options, Prediction, Selected,
+};
 use voxseg_postprocess::{clean, measure, CleanupReport, Connectivity};
+use voxseg_preprocess::region::region_window;
+use voxseg_preprocess::zoom::{median3, zoom_centred};
 use voxseg_preprocess::{
     grid_with_spacing, pad_to_multiple, reorient, resample_argmax, resample_image, resample_nearest, Orientation,
+    Window,
 };
 use voxseg_volume::nifti::{self, Header};
-use voxseg_volume::{Image, LabelMap, Volume};
+use voxseg_volume::{Grid, Image, LabelMap, Volume};
 
 use crate::preview;
 use crate::qc::{self, Evidence};
 use crate::report::{write_structures_csv, StructureReport};
 
-/// The package compiled into the binary, so `segment` runs with nothing installed.
-const DEFAULT_TOML: &str = include_str!("../models/demo-untrained/model.toml");
-/// Tensors are read in place, so the bytes need the alignment of their elements.
-#[repr(C, align(64))]
-struct Aligned<T: ?Sized>(T);
-static DEFAULT_WEIGHTS: &Aligned<[u8]> = &Aligned(*include_bytes!("../models/demo-untrained/weights.bpk"));
-pub const DEFAULT_MODEL: &str = "demo-untrained";
+/// The package compiled into the binary, so `segment` runs with nothing installed:
+/// the KU Leuven whole-liver model (models/liver-ct-kul).
+const DEFAULT_TOML: &str = include_str!("../models/liver-ct-kul/model.toml");
+static DEFAULT_WEIGHTS: &[u8] = include_bytes!("../models/liver-ct-kul/weights.safetensors");
+pub const DEFAULT_MODEL: &str = "liver-ct-kul";
 
 /// A loaded model on its device.
 pub struct Model {
     pub package: ModelPackage,
-    pub net: AnatomyNet,
+    pub net: Net,
     pub device: Selected,
 }
 
@@ -42,8 +45,11 @@ impl Model {
             None => {
                 let dir = PathBuf::from(format!("<built-in>/{DEFAULT_MODEL}"));
                 let package = ModelPackage::parse(DEFAULT_TOML, &dir)?;
-                let net = voxseg_model::load_static(&package.network, &DEFAULT_WEIGHTS.0, &dir, &device.device)?;
-                (package, net)
+                let Network::MultipathUnet(config) = &package.network else {
+                    bail!("the built-in package is the liver model")
+                };
+                let net = voxseg_model::load_multipath_bytes(config, DEFAULT_WEIGHTS.to_vec(), &dir, &device.device)?;
+                (package, Net::MultipathUnet(Box::new(net)))
             }
             Some(spec) => {
                 let path = Path::new(spec);
@@ -84,8 +90,14 @@ pub struct Prepared {
     pub path: PathBuf,
     pub ct: Image,
     pub header: Header,
-    /// Network input on the padded model grid.
+    /// The CT on the model's grid (cropped, resampled, normalised), before padding.
+    pub model_grid: Grid,
+    /// The crop of the canonical CT the model grid covers.
+    pub crop: Window,
+    /// Network input: the model grid padded to the stride, or the fixed segment.
     pub input: Image,
+    /// Where the input's first voxel lies on the model grid.
+    pub input_start: [i64; 3],
     pub timings: StageTimings,
 }
 
@@ -99,13 +111,33 @@ pub fn prepare(path: &Path, package: &ModelPackage) -> Result<Prepared> {
     let p = &package.preprocess;
     let orientation: Orientation = p.orientation.parse().map_err(|e| anyhow::anyhow!("model orientation: {e}"))?;
     let (canonical, _) = reorient(ct.clone(), orientation)?;
-    let target = grid_with_spacing(canonical.grid(), p.spacing_mm)?;
-    let resampled = p.intensity.apply(resample_image(&canonical, &target)?)?;
-    let fill = resampled.data().iter().copied().fold(f32::INFINITY, f32::min);
-    let window = pad_to_multiple(resampled.grid(), [p.stride; 3])?;
-    let input = window.apply(resampled, fill)?;
+    let crop = match &p.region_crop {
+        Some(c) => region_window(&canonical, c)?,
+        None => Window::new(canonical.grid(), [0; 3], canonical.shape())?,
+    };
+    let cropped = crop.apply(canonical, 0.0)?;
+    let resampled = match p.median_at_mm {
+        // As the KU Leuven model was trained: centre-aligned zooms, 0 HU outside.
+        Some(fine) => zoom_centred(&median3(&zoom_centred(&cropped, fine, 0.0)?), p.spacing_mm, 0.0)?,
+        None => resample_image(&cropped, &grid_with_spacing(cropped.grid(), p.spacing_mm)?)?,
+    };
+    let normalised = p.intensity.apply(resampled)?;
+    let model_grid = normalised.grid().clone();
+    let (window, fill) = match p.segment {
+        Some(size) => {
+            let n = model_grid.shape();
+            let start = std::array::from_fn(|a| (n[a] / 2) as i64 - (size[a] / 2) as i64);
+            (Window::new(&model_grid, start, size)?, 0.0)
+        }
+        None => {
+            let min = normalised.data().iter().copied().fold(f32::INFINITY, f32::min);
+            (pad_to_multiple(&model_grid, [p.stride; 3])?, min)
+        }
+    };
+    let input_start = window.start();
+    let input = window.apply(normalised, fill)?;
     let timings = StageTimings { read_ms, preprocess_ms: ms(start), ..StageTimings::default() };
-    Ok(Prepared { path: path.to_path_buf(), ct, header, input, timings })
+    Ok(Prepared { path: path.to_path_buf(), ct, header, model_grid, crop, input, input_start, timings })
 }
 
 /// Every CT field of view holds air or fat (below -100 HU); an image without any is
@@ -132,9 +164,15 @@ pub struct Segmentation {
 
 /// Runs the network and brings its answer back to the CT's own grid, cleaned and measured.
 pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
-    let opts = Options { keep_probabilities: true, ..Options::default() };
     let input = &prepared.input;
-    let prediction: Prediction = predict(&model.net, input.data(), input.shape(), &model.device.device, &opts)?;
+    let device = &model.device.device;
+    let prediction: Prediction = match &model.net {
+        Net::AnatomyNet(net) => {
+            let opts = Options { keep_probabilities: true, ..Options::default() };
+            predict(net, input.data(), input.shape(), device, &opts)?
+        }
+        Net::MultipathUnet(net) => predict_multipath(net, input.data(), input.shape(), device)?,
+    };
     let mut timings = prepared.timings;
     timings.upload_ms = prediction.timings.upload_ms;
     timings.forward_ms = prediction.timings.forward_ms;
@@ -145,16 +183,20 @@ pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
     let package = &model.package;
     let ct = &prepared.ct;
     let orientation: Orientation = package.preprocess.orientation.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    // The model grid (padded) -> the canonical CT grid -> the CT's own grid; the
-    // probabilities are resampled before the argmax (smoother, more faithful edges).
-    let (canonical_grid, reorientation) = {
-        let (v, r) = reorient(Volume::new(ct.grid().clone(), vec![0u8; ct.grid().len()]), orientation)?;
-        (v.grid().clone(), r)
-    };
+    let (_, reorientation) = reorient(Volume::new(ct.grid().clone(), vec![0u8; ct.grid().len()]), orientation)?;
     let probabilities = prediction.probabilities.as_deref().context("the engine returned no probabilities")?;
-    let labels = reorientation.undo(resample_argmax(probabilities, input.grid(), &canonical_grid)?)?;
-    let confidence = Volume::new(input.grid().clone(), prediction.confidence.clone());
-    let confidence = reorientation.undo(resample_nearest(&confidence, &canonical_grid)?)?;
+    // The answer on the model grid: every model-grid voxel takes the nearest voxel of
+    // the network's output (which may be padded beyond it, or cover only its centre).
+    let grid = &prepared.model_grid;
+    let offset: [i64; 3] =
+        std::array::from_fn(|a| prepared.input_start[a] + ((input.shape()[a] - prediction.shape[a]) / 2) as i64);
+    let (probs, confidence) = nearest_on(grid, probabilities, &prediction.confidence, prediction.shape, offset);
+    // Model grid -> crop of the canonical CT -> whole canonical CT -> the CT's own
+    // grid; probabilities are resampled before the argmax (smoother, faithful edges).
+    let cropped = prepared.crop.grid().clone();
+    let labels = reorientation.undo(prepared.crop.undo(resample_argmax(&probs, grid, &cropped)?, 0)?)?;
+    let confidence = Volume::new(grid.clone(), confidence);
+    let confidence = reorientation.undo(prepared.crop.undo(resample_nearest(&confidence, &cropped)?, 0.0)?)?;
     let mut labels = labels;
     let rules: Vec<_> = package.labels.iter().map(|l| (l.id, l.cleanup)).collect();
     let cleanup = clean(&mut labels, Connectivity::Corners, |id| {
@@ -260,6 +302,37 @@ pub fn write(
     }
     timings.write_ms = ms(start);
     Ok(timings)
+}
+
+/// Class probabilities (channels first) and confidence on `grid`, each voxel taking
+/// the nearest voxel of an output of `shape` whose first voxel sits at `offset` on `grid`.
+fn nearest_on(
+    grid: &Grid,
+    probs: &[f32],
+    confidence: &[f32],
+    shape: [usize; 3],
+    offset: [i64; 3],
+) -> (Vec<f32>, Vec<f32>) {
+    let [gx, gy, gz] = grid.shape();
+    let n_out: usize = shape.iter().product();
+    let classes = probs.len() / n_out;
+    let pick = |v: usize, a: usize| (v as i64 - offset[a]).clamp(0, shape[a] as i64 - 1) as usize;
+    let mut p = vec![0f32; classes * gx * gy * gz];
+    let mut c = vec![0f32; gx * gy * gz];
+    let n_grid = gx * gy * gz;
+    for z in 0..gz {
+        for y in 0..gy {
+            for x in 0..gx {
+                let src = pick(x, 0) + shape[0] * (pick(y, 1) + shape[1] * pick(z, 2));
+                let dst = x + gx * (y + gy * z);
+                c[dst] = confidence[src];
+                for k in 0..classes {
+                    p[k * n_grid + dst] = probs[k * n_out + src];
+                }
+            }
+        }
+    }
+    (p, c)
 }
 
 fn ms(since: Instant) -> f64 {

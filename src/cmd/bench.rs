@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use voxseg::model::{predict, select, AnatomyNetConfig, DeviceChoice, ModelPackage, Options, Timings};
+use voxseg::model::{predict, select, AnatomyNetConfig, DeviceChoice, ModelPackage, Net, Network, Options, Timings};
 
 /// Time the network's forward pass on one whole volume.
 ///
@@ -71,8 +71,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (config, net) = match &args.model {
         Some(dir) => {
             let package = ModelPackage::open(dir)?;
-            let net = package.load(&selected.device)?;
-            (package.network, net)
+            match (package.load(&selected.device)?, package.network) {
+                (Net::AnatomyNet(net), Network::Anatomynet(config)) => (config, *net),
+                _ => bail!("{}: voxseg bench times AnatomyNet packages only", dir.display()),
+            }
         }
         None => {
             let config = AnatomyNetConfig::new(args.classes);

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use voxseg::model::{
-    import_pytorch, save, select, AnatomyNetConfig, DeviceChoice, Label, ModelPackage, Preprocess, Provenance,
+    import_pytorch, save, select, AnatomyNetConfig, DeviceChoice, Label, ModelPackage, Network, Preprocess, Provenance,
 };
 use voxseg::preprocess::Intensity;
 
@@ -73,9 +73,8 @@ pub fn run(args: ImportArgs) -> Result<()> {
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
     let package = ModelPackage {
         name,
-        architecture: "anatomynet".into(),
         weights: "weights.bpk".into(),
-        network,
+        network: Network::Anatomynet(network.clone()),
         labels: args
             .labels
             .iter()
@@ -93,6 +92,9 @@ pub fn run(args: ImportArgs) -> Result<()> {
             spacing_mm: [args.spacing[0], args.spacing[1], args.spacing[2]],
             intensity,
             stride: 2,
+            region_crop: None,
+            median_at_mm: None,
+            segment: None,
         },
         provenance: Provenance {
             trained_on: args.trained_on,
@@ -106,11 +108,6 @@ pub fn run(args: ImportArgs) -> Result<()> {
     package.write_toml(&args.output)?;
     // Prove the package loads as written.
     ModelPackage::open(&args.output)?.load(&device)?;
-    eprintln!(
-        "wrote {} ({} classes: background, {})",
-        args.output.display(),
-        package.network.classes,
-        args.labels.join(", ")
-    );
+    eprintln!("wrote {} ({} classes: background, {})", args.output.display(), network.classes, args.labels.join(", "));
     Ok(())
 }

@@ -18,8 +18,8 @@ use voxseg::segment::{prepare, segment, stats, write, Model, DEFAULT_MODEL};
 ///   OUTDIR/stats.csv      the same, one row per organ
 ///   OUTDIR/preview.png    with --preview: axial/coronal/sagittal through each organ
 ///
-/// Without --model the package built into the binary runs (today: demo-untrained,
-/// random weights whose labels are NOT anatomy; it exercises the pipeline only).
+/// Without --model the package built into the binary runs: liver-ct-kul, the KU
+/// Leuven whole-liver CT model (trained by its authors; see models/liver-ct-kul).
 ///
 /// Example: voxseg segment ../shared/data/totalseg/example_ct.nii.gz -o out --preview
 #[derive(clap::Args)]

@@ -15,6 +15,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::anatomynet::AnatomyNet;
+use crate::multipath::MultipathUnet;
 use crate::Error;
 
 /// Wall time of each stage in ms, each ended by a device sync so it is honest.
@@ -322,6 +323,51 @@ fn tiled(
         .unzip();
     let probabilities = keep.then_some(sum);
     Ok(Prediction { shape, classes, labels, confidence, probabilities, timings, tiles, mode: "tiles" })
+}
+
+/// Runs the single-output multi-pathway network on one segment `[nx, ny, nz]`
+/// (x fastest). The answer covers the segment minus `net.margin()` voxels on each
+/// side, as two classes: background `1 - p` and organ `p`.
+pub fn predict_multipath(
+    net: &MultipathUnet,
+    input: &[f32],
+    [nx, ny, nz]: [usize; 3],
+    device: &Device,
+) -> Result<Prediction, Error> {
+    let m = net.margin();
+    let f = net.pool.pow(net.down.len() as u32 - 1);
+    if [nx, ny, nz].iter().any(|&n| n % f != 0 || n <= 2 * m) || input.len() != nx * ny * nz {
+        return Err(Error::BadInput { shape: [nx, ny, nz], reason: format!("sides must be multiples of {f}") });
+    }
+    let mut t = Timings::default();
+    let start = Instant::now();
+    // The network's kernel axes run along i, j, k: put x first.
+    let x =
+        Tensor::<5>::from_data(TensorData::new(input.to_vec(), [1, 1, nz, ny, nx]), device).permute([0, 1, 4, 3, 2]);
+    sync(device);
+    t.upload_ms = ms(start);
+    let start = Instant::now();
+    let p = net.forward(x).permute([0, 1, 4, 3, 2]);
+    sync(device);
+    t.forward_ms = ms(start);
+    let start = Instant::now();
+    let p = p.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    t.download_ms = ms(start);
+    let labels = p.iter().map(|&v| u16::from(v > 0.5)).collect();
+    let confidence = p.iter().map(|&v| v.max(1.0 - v)).collect();
+    let mut probabilities: Vec<f32> = p.iter().map(|&v| 1.0 - v).collect();
+    probabilities.extend_from_slice(&p);
+    let shape = [nx - 2 * m, ny - 2 * m, nz - 2 * m];
+    Ok(Prediction {
+        shape,
+        classes: 2,
+        labels,
+        confidence,
+        probabilities: Some(probabilities),
+        timings: t,
+        tiles: 1,
+        mode: "segment",
+    })
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@ mod weights;
 pub use anatomynet::{AnatomyNet, AnatomyNetConfig};
 pub use device::{cpu, select, DeviceChoice, Selected};
 pub use error::Error;
-pub use infer::{predict, Options, Prediction, Timings};
+pub use infer::{predict, predict_multipath, Options, Prediction, Timings};
 pub use multipath::{MultipathUnet, MultipathUnetConfig};
-pub use package::{Cleanup, Label, ModelPackage, Preprocess, Provenance, QcRules};
-pub use weights::{import_pytorch, load, load_multipath, load_static, save};
+pub use package::{Cleanup, Label, ModelPackage, Net, Network, Preprocess, Provenance, QcRules};
+pub use weights::{import_pytorch, load, load_multipath, load_multipath_bytes, save};
 
 pub use burn::tensor::Device;

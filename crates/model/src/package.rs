@@ -3,11 +3,11 @@
 //!
 //! ```toml
 //! name = "anatomynet-example"
-//! architecture = "anatomynet"
 //! weights = "weights.bpk"
 //!
-//! [network]            # AnatomyNetConfig; omitted fields take AnatomyNet's defaults
-//! classes = 2
+//! [network]            # "anatomynet" (AnatomyNetConfig) or "multipath-unet"
+//! architecture = "anatomynet"
+//! classes = 2          # and every other AnatomyNetConfig field (import writes them all)
 //!
 //! [[labels]]           # one per class except background (0)
 //! id = 1
@@ -30,10 +30,38 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 pub use voxseg_postprocess::Cleanup;
+use voxseg_preprocess::region::RegionCrop;
 use voxseg_preprocess::Intensity;
 
 use crate::anatomynet::{AnatomyNet, AnatomyNetConfig};
+use crate::multipath::{MultipathUnet, MultipathUnetConfig};
 use crate::Error;
+
+/// Which network, with its shape: `[network]` in model.toml, `architecture` inside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "architecture", rename_all = "kebab-case")]
+pub enum Network {
+    Anatomynet(AnatomyNetConfig),
+    /// One output: P(organ), for a single organ (label 1).
+    MultipathUnet(MultipathUnetConfig),
+}
+
+impl Network {
+    /// Classes including background.
+    pub fn classes(&self) -> usize {
+        match self {
+            Network::Anatomynet(c) => c.classes,
+            Network::MultipathUnet(_) => 2,
+        }
+    }
+}
+
+/// A network with its weights, ready to run.
+#[derive(Debug)]
+pub enum Net {
+    AnatomyNet(Box<AnatomyNet>),
+    MultipathUnet(Box<MultipathUnet>),
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +110,23 @@ pub struct Preprocess {
     pub spacing_mm: [f64; 3],
     pub intensity: Intensity,
     /// Input sides are padded to a multiple of this.
+    #[serde(default = "two")]
     pub stride: usize,
+    /// Crop to the body first (largest region above a HU threshold, capped in mm).
+    #[serde(default)]
+    pub region_crop: Option<RegionCrop>,
+    /// Zoom to this spacing and apply a 3x3x3 median there before zooming to
+    /// `spacing_mm` (centre-aligned zooms, as the KU Leuven model was trained).
+    #[serde(default)]
+    pub median_at_mm: Option<[f64; 3]>,
+    /// Run one segment of exactly this many voxels, centred, instead of the whole
+    /// padded volume (for networks whose normalisation depends on the input extent).
+    #[serde(default)]
+    pub segment: Option<[usize; 3]>,
+}
+
+fn two() -> usize {
+    2
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,10 +144,9 @@ pub struct Provenance {
 #[serde(deny_unknown_fields)]
 pub struct ModelPackage {
     pub name: String,
-    pub architecture: String,
     /// File name of the weights, relative to the package directory.
     pub weights: String,
-    pub network: AnatomyNetConfig,
+    pub network: Network,
     pub labels: Vec<Label>,
     pub preprocess: Preprocess,
     pub provenance: Provenance,
@@ -130,15 +173,12 @@ impl ModelPackage {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.architecture != "anatomynet" {
-            return Err(format!("architecture {:?} is not one this voxseg runs (anatomynet)", self.architecture));
-        }
         let ids: Vec<u16> = self.labels.iter().map(|l| l.id).collect();
-        let want: Vec<u16> = (1..self.network.classes as u16).collect();
+        let classes = self.network.classes();
+        let want: Vec<u16> = (1..classes as u16).collect();
         if ids != want {
             return Err(format!(
-                "labels have ids {ids:?} but the network has {} classes: expected ids {want:?} (0 is background)",
-                self.network.classes
+                "labels have ids {ids:?} but the network has {classes} classes: expected ids {want:?} (0 is background)"
             ));
         }
         let p = &self.preprocess;
@@ -156,8 +196,14 @@ impl ModelPackage {
     }
 
     /// The network with this package's weights on `device`.
-    pub fn load(&self, device: &Device) -> Result<AnatomyNet, Error> {
-        crate::weights::load(&self.network, &self.weights_path(), device)
+    pub fn load(&self, device: &Device) -> Result<Net, Error> {
+        let path = self.weights_path();
+        Ok(match &self.network {
+            Network::Anatomynet(c) => Net::AnatomyNet(Box::new(crate::weights::load(c, &path, device)?)),
+            Network::MultipathUnet(c) => {
+                Net::MultipathUnet(Box::new(crate::weights::load_multipath(c, &path, device)?))
+            }
+        })
     }
 
     /// Writes `model.toml` (atomically) into `dir`.

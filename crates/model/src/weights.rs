@@ -43,22 +43,6 @@ pub fn load(config: &AnatomyNetConfig, path: &Path, device: &Device) -> Result<A
     Ok(net)
 }
 
-/// A network of `config`'s shape with burnpack weights held in memory (the package
-/// embedded in the binary); `name` identifies them in errors.
-pub fn load_static(
-    config: &AnatomyNetConfig,
-    bytes: &'static [u8],
-    name: &Path,
-    device: &Device,
-) -> Result<AnatomyNet, Error> {
-    let mut net = config.init(device);
-    let mut store = BurnpackStore::from_static(bytes).allow_partial(true).validate(false);
-    let result =
-        net.load_from(&mut store).map_err(|e| Error::WeightsUnreadable { path: name.into(), reason: e.to_string() })?;
-    check(name, result, &[])?;
-    Ok(net)
-}
-
 /// The KU Leuven liver network with weights from a safetensors file whose names are
 /// the module's own (`down.L.J`, `up.L.J`, `head`), as `scripts/convert_liver_kul.py`
 /// writes them.
@@ -71,6 +55,22 @@ pub fn load_multipath(config: &MultipathUnetConfig, path: &Path, device: &Device
     let result =
         net.load_from(&mut store).map_err(|e| Error::WeightsUnreadable { path: path.into(), reason: e.to_string() })?;
     check(path, result, &[])?;
+    Ok(net)
+}
+
+/// The same from safetensors bytes in memory (the package built into the binary);
+/// `name` identifies them in errors.
+pub fn load_multipath_bytes(
+    config: &MultipathUnetConfig,
+    bytes: Vec<u8>,
+    name: &Path,
+    device: &Device,
+) -> Result<MultipathUnet, Error> {
+    let mut net = config.init(device);
+    let mut store = SafetensorsStore::from_bytes(Some(bytes)).allow_partial(true).validate(false);
+    let result =
+        net.load_from(&mut store).map_err(|e| Error::WeightsUnreadable { path: name.into(), reason: e.to_string() })?;
+    check(name, result, &[])?;
     Ok(net)
 }
 
