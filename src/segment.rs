@@ -14,7 +14,7 @@ use voxseg_preprocess::region::region_window;
 use voxseg_preprocess::zoom::{median3, zoom_centred};
 use voxseg_preprocess::{
     grid_with_spacing, pad_to_multiple, reorient, resample_argmax, resample_image, resample_nearest, Orientation,
-    Window,
+    Reorientation, Window,
 };
 use voxseg_volume::nifti::{self, Header};
 use voxseg_volume::{Grid, Image, LabelMap, Volume};
@@ -66,9 +66,23 @@ impl Model {
         Ok(Model { package, net, device })
     }
 
-    /// True when the package says its weights learned nothing (the built-in demo).
+    /// True when the package says its weights learned nothing (the demo package).
     pub fn untrained(&self) -> bool {
         self.package.provenance.trained_on.starts_with("nothing")
+    }
+
+    /// Tells the user on stderr what they must know before trusting the output: a
+    /// fallback to the CPU, or weights that learned nothing.
+    pub fn announce(&self) {
+        if let Some(notice) = &self.device.notice {
+            eprintln!("note: {notice}");
+        }
+        if self.untrained() {
+            eprintln!(
+                "warning: model {} has untrained (random) weights: its labels are not anatomy. Pass --model PKG.",
+                self.package.name
+            );
+        }
     }
 }
 
@@ -92,6 +106,8 @@ pub struct Prepared {
     pub header: Header,
     /// The CT on the model's grid (cropped, resampled, normalised), before padding.
     pub model_grid: Grid,
+    /// How the CT was brought to the model's orientation (undone on the way back).
+    pub reorientation: Reorientation,
     /// The crop of the canonical CT the model grid covers.
     pub crop: Window,
     /// Network input: the model grid padded to the stride, or the fixed segment.
@@ -110,7 +126,7 @@ pub fn prepare(path: &Path, package: &ModelPackage) -> Result<Prepared> {
     let start = Instant::now();
     let p = &package.preprocess;
     let orientation: Orientation = p.orientation.parse().map_err(|e| anyhow::anyhow!("model orientation: {e}"))?;
-    let (canonical, _) = reorient(ct.clone(), orientation)?;
+    let (canonical, reorientation) = reorient(ct.clone(), orientation)?;
     let crop = match &p.region_crop {
         Some(c) => region_window(&canonical, c)?,
         None => Window::new(canonical.grid(), [0; 3], canonical.shape())?,
@@ -137,7 +153,7 @@ pub fn prepare(path: &Path, package: &ModelPackage) -> Result<Prepared> {
     let input_start = window.start();
     let input = window.apply(normalised, fill)?;
     let timings = StageTimings { read_ms, preprocess_ms: ms(start), ..StageTimings::default() };
-    Ok(Prepared { path: path.to_path_buf(), ct, header, model_grid, crop, input, input_start, timings })
+    Ok(Prepared { path: path.to_path_buf(), ct, header, model_grid, reorientation, crop, input, input_start, timings })
 }
 
 /// Every CT field of view holds air or fat (below -100 HU); an image without any is
@@ -182,8 +198,7 @@ pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
     let start = Instant::now();
     let package = &model.package;
     let ct = &prepared.ct;
-    let orientation: Orientation = package.preprocess.orientation.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (_, reorientation) = reorient(Volume::new(ct.grid().clone(), vec![0u8; ct.grid().len()]), orientation)?;
+    let reorientation = &prepared.reorientation;
     let probabilities = prediction.probabilities.as_deref().context("the engine returned no probabilities")?;
     // The answer on the model grid: every model-grid voxel takes the nearest voxel of
     // the network's output (which may be padded beyond it, or cover only its centre).

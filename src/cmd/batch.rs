@@ -70,12 +70,7 @@ pub fn run(args: BatchArgs) -> Result<u8> {
         cases = shard(cases, i, n);
     }
     let model = Model::load(args.model.as_deref(), args.device)?;
-    if let Some(notice) = &model.device.notice {
-        eprintln!("note: {notice}");
-    }
-    if model.untrained() {
-        eprintln!("warning: model {} has untrained (random) weights: its volumes are not organs", model.package.name);
-    }
+    model.announce();
     let organs: Vec<String> = model.package.labels.iter().map(|l| l.name.clone()).collect();
     let mut columns: Vec<String> = ["case_id", "status", "error"].map(String::from).to_vec();
     columns.extend(organs.iter().map(|o| format!("{o}_ml")));

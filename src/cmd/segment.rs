@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use voxseg::model::DeviceChoice;
-use voxseg::segment::{prepare, segment, stats, write, Model, DEFAULT_MODEL};
+use voxseg::segment::{prepare, segment, stats, write, Model};
 
 /// Segment the organs of one CT and measure them.
 ///
@@ -48,15 +48,7 @@ pub struct SegmentArgs {
 
 pub fn run(args: SegmentArgs) -> Result<()> {
     let model = Model::load(args.model.as_deref(), args.device)?;
-    if let Some(notice) = &model.device.notice {
-        eprintln!("note: {notice}");
-    }
-    if model.untrained() {
-        eprintln!(
-            "warning: model {} has untrained (random) weights: its labels are not anatomy. Pass --model PKG.",
-            args.model.as_deref().unwrap_or(DEFAULT_MODEL)
-        );
-    }
+    model.announce();
     let prepared = prepare(&args.ct, &model.package)?;
     let mut seg = segment(&model, &prepared)?;
     seg.timings = write(&args.output, &model, &prepared, &seg, args.preview)?;

@@ -104,6 +104,29 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
+/// `[nx, ny, nz]` voxels (x fastest) as a `[1, 1, nz, ny, nx]` tensor on `device`,
+/// with the time it took to get there.
+fn upload(input: &[f32], [nx, ny, nz]: [usize; 3], device: &Device) -> (Tensor<5>, f64) {
+    let start = Instant::now();
+    let x = Tensor::<5>::from_data(TensorData::new(input.to_vec(), [1, 1, nz, ny, nx]), device);
+    sync(device);
+    (x, ms(start))
+}
+
+fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("converted to f32")
+}
+
+fn class_ids<const D: usize>(t: Tensor<D, burn::tensor::Int>) -> Vec<u16> {
+    t.into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("converted to i64")
+        .into_iter()
+        .map(|v| v as u16)
+        .collect()
+}
+
 fn sync(device: &Device) {
     device.sync().expect("device failed while running the network");
 }
@@ -116,10 +139,8 @@ fn whole(
     keep: bool,
 ) -> Result<Prediction, Error> {
     let mut t = Timings::default();
-    let start = Instant::now();
-    let x = Tensor::<5>::from_data(TensorData::new(input.to_vec(), [1, 1, nz, ny, nx]), device);
-    sync(device);
-    t.upload_ms = ms(start);
+    let (x, upload_ms) = upload(input, [nx, ny, nz], device);
+    t.upload_ms = upload_ms;
     let start = Instant::now();
     let probs = net.forward(x);
     sync(device);
@@ -130,10 +151,9 @@ fn whole(
     t.argmax_ms = ms(start);
     let start = Instant::now();
     let classes = probs.dims()[1];
-    let labels: Vec<u16> =
-        index.into_data().convert::<i64>().try_to_vec::<i64>().unwrap().into_iter().map(|v| v as u16).collect();
-    let confidence = best.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-    let probabilities = keep.then(|| probs.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+    let labels = class_ids(index);
+    let confidence = floats(best);
+    let probabilities = keep.then(|| floats(probs));
     t.download_ms = ms(start);
     Ok(Prediction {
         shape: [nx, ny, nz],
@@ -157,10 +177,8 @@ fn slabs(
     max_voxels: usize,
 ) -> Result<Prediction, Error> {
     let mut t = Timings::default();
-    let start = Instant::now();
-    let x = Tensor::<5>::from_data(TensorData::new(input.to_vec(), [1, 1, nz, ny, nx]), device);
-    sync(device);
-    t.upload_ms = ms(start);
+    let (x, upload_ms) = upload(input, [nx, ny, nz], device);
+    t.upload_ms = upload_ms;
     let start = Instant::now();
     let trunk = net.trunk(x.clone());
     sync(device);
@@ -191,14 +209,10 @@ fn slabs(
         let start = Instant::now();
         classes = probs.dims()[1];
         let range = z0 * plane..z1 * plane;
-        for (dst, v) in
-            labels[range.clone()].iter_mut().zip(index.into_data().convert::<i64>().try_to_vec::<i64>().unwrap())
-        {
-            *dst = v as u16;
-        }
-        confidence[range].copy_from_slice(&best.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+        labels[range.clone()].copy_from_slice(&class_ids(index));
+        confidence[range].copy_from_slice(&floats(best));
         if keep {
-            let p = probs.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let p = floats(probs);
             probabilities.resize(classes * plane * nz, 0.0);
             let n = (z1 - z0) * plane;
             for k in 0..classes {
@@ -340,18 +354,15 @@ pub fn predict_multipath(
         return Err(Error::BadInput { shape: [nx, ny, nz], reason: format!("sides must be multiples of {f}") });
     }
     let mut t = Timings::default();
+    let (x, upload_ms) = upload(input, [nx, ny, nz], device);
+    t.upload_ms = upload_ms;
     let start = Instant::now();
-    // The network's kernel axes run along i, j, k: put x first.
-    let x =
-        Tensor::<5>::from_data(TensorData::new(input.to_vec(), [1, 1, nz, ny, nx]), device).permute([0, 1, 4, 3, 2]);
-    sync(device);
-    t.upload_ms = ms(start);
-    let start = Instant::now();
-    let p = net.forward(x).permute([0, 1, 4, 3, 2]);
+    // The network's kernel axes run along i, j, k: put x first, and back after.
+    let p = net.forward(x.permute([0, 1, 4, 3, 2])).permute([0, 1, 4, 3, 2]);
     sync(device);
     t.forward_ms = ms(start);
     let start = Instant::now();
-    let p = p.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let p = floats(p);
     t.download_ms = ms(start);
     let labels = p.iter().map(|&v| u16::from(v > 0.5)).collect();
     let confidence = p.iter().map(|&v| v.max(1.0 - v)).collect();
