@@ -1,12 +1,16 @@
 //! voxseg's pipeline API: one function per stage, shared by the CLI and the tests.
 
 pub mod batch;
+pub mod dataset;
+pub mod evaluate;
 pub mod inspect;
 pub mod names;
 pub mod preview;
 pub mod qc;
 pub mod report;
+mod rng;
 pub mod segment;
+pub mod train;
 
 pub use voxseg_model as model;
 pub use voxseg_postprocess as postprocess;

@@ -29,6 +29,8 @@ enum Command {
     Import(cmd::import::ImportArgs),
     Bench(cmd::bench::BenchArgs),
     BatchMerge(cmd::batch_merge::BatchMergeArgs),
+    Train(cmd::train::TrainArgs),
+    Evaluate(cmd::evaluate::EvaluateArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,8 @@ fn main() -> ExitCode {
         Command::Import(args) => cmd::import::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cmd::bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::BatchMerge(args) => cmd::batch_merge::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Train(args) => cmd::train::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Evaluate(args) => cmd::evaluate::run(args),
     };
     match result {
         Ok(code) => code,

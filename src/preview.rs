@@ -167,6 +167,52 @@ pub fn render(ct: &Image, labels: &LabelMap, organs: &[Organ], title: &str) -> P
     pic
 }
 
+/// One box per organ: Dice from 0 (bottom) to 1 (top), box from the first to the
+/// third quartile, white median line, whiskers to the extremes, and every case as
+/// a dot (few cases make a box misleading).
+pub fn box_plot(title: &str, groups: &[(String, Vec<f64>)]) -> Picture {
+    const PLOT_H: usize = 240;
+    const COLUMN: usize = 96;
+    let left = 5 * TEXT;
+    let width = (left + groups.len().max(1) * COLUMN + GAP).max(title.len() * TEXT + 2 * GAP);
+    let top = 3 * GAP + TEXT;
+    let height = top + PLOT_H + 3 * GAP + 2 * TEXT;
+    let mut pic = Picture::new(width, height);
+    pic.text(GAP, GAP, title, [255, 255, 255]);
+    let y_of = |dice: f64| top + ((1.0 - dice.clamp(0.0, 1.0)) * PLOT_H as f64).round() as usize;
+    for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let y = y_of(tick);
+        pic.text(GAP, y.saturating_sub(TEXT / 2), &format!("{tick:.2}"), [180, 180, 180]);
+        fill(&mut pic, left, y, width - left - GAP, 1, [60, 60, 60]);
+    }
+    for (g, (name, values)) in groups.iter().enumerate() {
+        let x0 = left + g * COLUMN + COLUMN / 4;
+        let w = COLUMN / 2;
+        let c = colour(g as u16 + 1);
+        let label: String = name.chars().take(COLUMN / TEXT).collect();
+        pic.text(left + g * COLUMN + 2, top + PLOT_H + GAP, &label, [255, 255, 255]);
+        pic.text(left + g * COLUMN + 2, top + PLOT_H + 2 * GAP + TEXT, &format!("n={}", values.len()), [180, 180, 180]);
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let (Some(&lo), Some(&hi)) = (sorted.first(), sorted.last()) else { continue };
+        let (q1, median, q3) = (quantile(&sorted, 0.25), quantile(&sorted, 0.5), quantile(&sorted, 0.75));
+        fill(&mut pic, x0 + w / 2, y_of(hi), 1, y_of(lo) - y_of(hi) + 1, c);
+        fill(&mut pic, x0, y_of(q3), w, y_of(q1) - y_of(q3) + 1, c);
+        fill(&mut pic, x0, y_of(median), w, 2, [255, 255, 255]);
+        for &v in &sorted {
+            fill(&mut pic, x0 + w + 4, y_of(v).saturating_sub(1), 3, 3, [255, 255, 255]);
+        }
+    }
+    pic
+}
+
+/// Linear-interpolated quantile of sorted values (numpy's default).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, f) = (pos.floor() as usize, pos.fract());
+    sorted[i] + f * (sorted[(i + 1).min(sorted.len() - 1)] - sorted[i])
+}
+
 /// Nearest-voxel CT value and label at a fractional voxel coordinate.
 fn sample(ct: &Image, labels: &LabelMap, v: [f64; 3]) -> (f32, u16, bool) {
     let s = ct.shape();

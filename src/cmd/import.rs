@@ -101,6 +101,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
             measured_on: args.measured_on,
             source: Some(format!("voxseg import {}", args.state_dict.display())),
             licence: None,
+            training: None,
         },
         dir: args.output.clone(),
     };

@@ -7,16 +7,22 @@ mod anatomynet;
 mod device;
 mod error;
 mod infer;
+mod loss;
 mod multipath;
 mod package;
+mod trainer;
 mod weights;
 
 pub use anatomynet::{AnatomyNet, AnatomyNetConfig};
 pub use device::{cpu, select, DeviceChoice, Selected};
 pub use error::Error;
 pub use infer::{predict, predict_multipath, Options, Prediction, Timings};
+pub use loss::{one_hot, segmentation_loss, LossConfig};
 pub use multipath::{MultipathUnet, MultipathUnetConfig};
-pub use package::{Cleanup, Label, ModelPackage, Net, Network, Preprocess, Provenance, QcRules};
+pub use package::{
+    Cleanup, Label, ModelPackage, Net, Network, OrganDice, Preprocess, Provenance, QcRules, TrainingRecord,
+};
+pub use trainer::{Sample, Trainer};
 pub use weights::{import_pytorch, load, load_multipath, load_multipath_bytes, save};
 
 pub use burn::tensor::Device;

@@ -138,6 +138,34 @@ pub struct Provenance {
     pub source: Option<String>,
     #[serde(default)]
     pub licence: Option<String>,
+    /// Written by `voxseg train`: how these weights were made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingRecord>,
+}
+
+/// What `voxseg train` did, in the package it wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingRecord {
+    pub dataset: String,
+    pub train_cases: Vec<String>,
+    /// Held out: never trained on; the only cases accuracy is reported on.
+    pub val_cases: Vec<String>,
+    pub epochs: usize,
+    pub seed: u64,
+    pub device: String,
+    pub seconds_per_epoch: f64,
+    pub final_train_loss: f64,
+    /// Dice per organ on the validation cases, on the model grid (empty without
+    /// validation cases, or for an organ absent from all of them).
+    pub val_dice: Vec<OrganDice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganDice {
+    pub name: String,
+    pub dice: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

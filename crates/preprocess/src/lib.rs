@@ -15,6 +15,7 @@
 //! Voxel (i, j, k) is a voxel *centre* (NIfTI); see [`resample`] for how new grids are
 //! placed and what happens at the border.
 
+pub mod augment;
 mod error;
 mod intensity;
 mod orientation;
