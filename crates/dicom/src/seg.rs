@@ -75,6 +75,8 @@ pub fn write_seg(path: &Path, labels: &LabelMap, rois: &[Roi], series: &CtSeries
                 .seq(
                     tags::SOURCE_IMAGE_SEQUENCE,
                     vec![source(k)
+                        // The frame is the slice's own pixel grid: same rows, columns, place.
+                        .str(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES")
                         .code(
                             tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
                             Code {
