@@ -8,6 +8,7 @@ pub mod qc;
 pub mod report;
 pub mod segment;
 
+pub use voxseg_dicom as dicom;
 pub use voxseg_model as model;
 pub use voxseg_postprocess as postprocess;
 pub use voxseg_preprocess as preprocess;
