@@ -42,22 +42,39 @@ impl BatchError {
     }
 }
 
-/// The cases of `input`: a folder (searched recursively for `.nii`/`.nii.gz`; the
-/// case id is the path below the folder without the extension, `/` written `__`)
-/// or a CSV file with a header `case_id,path` (paths relative to the CSV's folder).
-/// Sorted by id; ids must be unique.
+/// The cases of `input`: a folder (searched recursively for `.nii`/`.nii.gz`, and
+/// for folders holding DICOM files, each one case; the case id is the path below
+/// the folder without the extension, `/` written `__`, or the folder's own name
+/// when `input` itself holds the DICOM files) or a CSV file with a header
+/// `case_id,path` (paths relative to the CSV's folder). Sorted by id; ids must be
+/// unique.
 pub fn discover(input: &Path) -> Result<Vec<Case>, BatchError> {
     let mut cases = if input.is_dir() {
         let mut files = vec![];
         walk(input, &mut files)?;
-        files
-            .into_iter()
-            .filter_map(|path| {
-                let rel = path.strip_prefix(input).ok()?.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
-                let stem = rel.strip_suffix(".nii.gz").or_else(|| rel.strip_suffix(".nii"))?.to_string();
-                Some(Case { id: stem.replace('/', "__"), path })
-            })
-            .collect()
+        let rel = |path: &Path| {
+            path.strip_prefix(input).ok().map(|r| r.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/"))
+        };
+        let mut dicom_dirs: Vec<PathBuf> = files
+            .iter()
+            .filter(|p| voxseg_dicom::is_dicom_file(p))
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        dicom_dirs.sort();
+        dicom_dirs.dedup();
+        let dicom = dicom_dirs.into_iter().filter_map(|dir| {
+            let id = match rel(&dir)? {
+                r if r.is_empty() => input.canonicalize().ok()?.file_name()?.to_string_lossy().into_owned(),
+                r => r.replace('/', "__"),
+            };
+            Some(Case { id, path: dir })
+        });
+        let nifti = files.iter().filter_map(|path| {
+            let rel = rel(path)?;
+            let stem = rel.strip_suffix(".nii.gz").or_else(|| rel.strip_suffix(".nii"))?.to_string();
+            Some(Case { id: stem.replace('/', "__"), path: path.clone() })
+        });
+        nifti.chain(dicom).collect()
     } else {
         read_case_list(input)?
     };

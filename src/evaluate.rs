@@ -62,7 +62,7 @@ pub fn shared_organs(model: &Model, dataset: &Dataset) -> Result<Vec<(u16, u16, 
 /// Segments one case and compares each shared organ its annotation covers.
 pub fn evaluate_case(model: &Model, dataset: &Dataset, case: &Case, organs: &[(u16, u16, String)]) -> CaseResult {
     let result = (|| -> Result<Vec<AgreementReport>> {
-        let prepared = prepare(&case.image, &model.package)?;
+        let prepared = prepare(&case.image, None, &model.package)?;
         let reference = dataset.check_case(case, prepared.ct.grid())?;
         let predicted = segment(model, &prepared)?.labels;
         // Both maps in the model's ids, holding only the organs compared here.

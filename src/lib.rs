@@ -12,6 +12,7 @@ mod rng;
 pub mod segment;
 pub mod train;
 
+pub use voxseg_dicom as dicom;
 pub use voxseg_model as model;
 pub use voxseg_postprocess as postprocess;
 pub use voxseg_preprocess as preprocess;

@@ -11,6 +11,8 @@ use crate::qc::QcFlags;
 #[derive(Debug, Clone, Serialize)]
 pub struct StructureReport {
     pub name: String,
+    /// AAPM TG-263 name, when the model package gives one.
+    pub tg263: Option<String>,
     #[serde(flatten)]
     pub measurement: Measurement,
     /// Present in `segment` output (model-based plausibility checks).
@@ -24,6 +26,7 @@ pub fn write_structures_csv(out: &mut dyn Write, rows: &[StructureReport]) -> cs
     let mut header: Vec<&str> = vec![
         "label",
         "name",
+        "tg263",
         "voxels",
         "volume_ml",
         "n_components",
@@ -51,6 +54,7 @@ pub fn write_structures_csv(out: &mut dyn Write, rows: &[StructureReport]) -> cs
         let mut rec = vec![
             m.label.to_string(),
             r.name.clone(),
+            r.tg263.clone().unwrap_or_default(),
             m.voxels.to_string(),
             m.volume_ml.to_string(),
             m.n_components.to_string(),

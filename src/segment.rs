@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use voxseg_dicom::{CtSeries, Roi};
 use voxseg_model::{
     predict, predict_multipath, select, DeviceChoice, ModelPackage, Net, Network, Options, Prediction, Selected,
 };
@@ -103,7 +104,10 @@ pub struct StageTimings {
 pub struct Prepared {
     pub path: PathBuf,
     pub ct: Image,
+    /// The CT's NIfTI header, or a fresh one for its grid when it came from DICOM.
     pub header: Header,
+    /// The source series when the CT came from DICOM (for RTSTRUCT / SEG).
+    pub dicom: Option<CtSeries>,
     /// The CT on the model's grid (cropped, resampled, normalised), before padding.
     pub model_grid: Grid,
     /// How the CT was brought to the model's orientation (undone on the way back).
@@ -117,10 +121,25 @@ pub struct Prepared {
     pub timings: StageTimings,
 }
 
-/// Reads and preprocesses one CT (runs on CPU threads, ahead of the device).
-pub fn prepare(path: &Path, package: &ModelPackage) -> Result<Prepared> {
-    let start = Instant::now();
+/// Reads a CT: a NIfTI file, or a folder of DICOM slices (the series `series`, or
+/// the folder's only CT series).
+pub fn read_ct(path: &Path, series: Option<&str>) -> Result<(Image, Header, Option<CtSeries>)> {
+    if path.is_dir() {
+        let (ct, dicom) = voxseg_dicom::read_series(path, series)?;
+        let header = Header::for_grid(ct.grid());
+        return Ok((ct, header, Some(dicom)));
+    }
+    if let Some(uid) = series {
+        bail!("--series {uid}: {} is a file; --series chooses a series in a folder of DICOM slices", path.display());
+    }
     let (ct, header) = nifti::read_image(path)?;
+    Ok((ct, header, None))
+}
+
+/// Reads and preprocesses one CT (runs on CPU threads, ahead of the device).
+pub fn prepare(path: &Path, series: Option<&str>, package: &ModelPackage) -> Result<Prepared> {
+    let start = Instant::now();
+    let (ct, header, dicom) = read_ct(path, series)?;
     check_looks_like_ct(path, &ct)?;
     let read_ms = ms(start);
     let start = Instant::now();
@@ -153,7 +172,18 @@ pub fn prepare(path: &Path, package: &ModelPackage) -> Result<Prepared> {
     let input_start = window.start();
     let input = window.apply(normalised, fill)?;
     let timings = StageTimings { read_ms, preprocess_ms: ms(start), ..StageTimings::default() };
-    Ok(Prepared { path: path.to_path_buf(), ct, header, model_grid, reorientation, crop, input, input_start, timings })
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        ct,
+        header,
+        dicom,
+        model_grid,
+        reorientation,
+        crop,
+        input,
+        input_start,
+        timings,
+    })
 }
 
 /// Every CT field of view holds air or fat (below -100 HU); an image without any is
@@ -236,7 +266,12 @@ pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
                 mean_confidence: (!inside.is_empty())
                     .then(|| inside.iter().map(|&c| f64::from(c)).sum::<f64>() / inside.len() as f64),
             };
-            StructureReport { name: label.name.clone(), qc: Some(qc::flags(&evidence, &label.qc)), measurement: m }
+            StructureReport {
+                name: label.name.clone(),
+                tg263: label.tg263.clone(),
+                qc: Some(qc::flags(&evidence, &label.qc)),
+                measurement: m,
+            }
         })
         .collect();
     timings.postprocess_ms = ms(start);
@@ -275,15 +310,35 @@ pub fn stats<'a>(model: &'a Model, prepared: &Prepared, seg: &'a Segmentation) -
     }
 }
 
+/// Which optional files `write` adds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outputs {
+    pub preview: bool,
+    /// `rtstruct.dcm` (DICOM input only).
+    pub rtstruct: bool,
+    /// `seg.dcm` (DICOM input only).
+    pub dicom_seg: bool,
+}
+
+/// The model's organs as DICOM ROIs: TG-263 names where the package has them, the
+/// preview's colours.
+pub fn rois(package: &ModelPackage) -> Vec<Roi> {
+    package
+        .labels
+        .iter()
+        .map(|l| Roi { id: l.id, name: l.name.clone(), tg263: l.tg263.clone(), colour: preview::colour(l.id) })
+        .collect()
+}
+
 /// Writes `labels.nii.gz` (on the CT's grid and header), `stats.json`, `stats.csv`
-/// and optionally `preview.png` into `out`, each atomically. Returns the timings
-/// with `write_ms` filled in.
+/// and, as asked, `preview.png`, `rtstruct.dcm` and `seg.dcm` into `out`, each
+/// atomically. Returns the timings with `write_ms` filled in.
 pub fn write(
     out: &Path,
     model: &Model,
     prepared: &Prepared,
     seg: &Segmentation,
-    with_preview: bool,
+    outputs: Outputs,
 ) -> Result<StageTimings> {
     let start = Instant::now();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -296,7 +351,19 @@ pub fn write(
         write_structures_csv(w, &seg.structures).map_err(std::io::Error::other)
     })
     .with_context(|| format!("cannot write {}", out.join("stats.csv").display()))?;
-    if with_preview {
+    if outputs.rtstruct || outputs.dicom_seg {
+        let series = prepared.dicom.as_ref().with_context(|| {
+            format!("{}: RTSTRUCT and DICOM-SEG need a DICOM series as input", prepared.path.display())
+        })?;
+        let rois = rois(&model.package);
+        if outputs.rtstruct {
+            voxseg_dicom::write_rtstruct(&out.join("rtstruct.dcm"), &seg.labels, &rois, series)?;
+        }
+        if outputs.dicom_seg {
+            voxseg_dicom::write_seg(&out.join("seg.dcm"), &seg.labels, &rois, series)?;
+        }
+    }
+    if outputs.preview {
         let organs: Vec<preview::Organ> = seg
             .structures
             .iter()

@@ -457,7 +457,7 @@ fn cache_key(case: &Case, preprocess: &Preprocess) -> Result<String> {
 /// The CT through `segment`'s own preprocessing, and its labels carried by nearest
 /// neighbour onto exactly the grid of the network's input.
 fn cache_case(dataset: &Dataset, case: &Case, package: &ModelPackage, path: &Path, key: &str) -> Result<()> {
-    let prepared = prepare(&case.image, package)?;
+    let prepared = prepare(&case.image, None, package)?;
     let labels = dataset.check_case(case, prepared.ct.grid())?;
     let orientation: Orientation =
         package.preprocess.orientation.parse().map_err(|e| anyhow::anyhow!("orientation: {e}"))?;

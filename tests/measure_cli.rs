@@ -60,8 +60,8 @@ fn names_and_csv() {
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines[0].starts_with("label,name,voxels,volume_ml"));
-    assert!(lines[1].starts_with("5,liver,") && lines[2].starts_with("1,spleen,9630,260.01"), "{text}");
+    assert!(lines[0].starts_with("label,name,tg263,voxels,volume_ml"));
+    assert!(lines[1].starts_with("5,liver,") && lines[2].starts_with("1,spleen,,9630,260.01"), "{text}");
     // TotalSegmentator's JSON class map works as a names file too.
     let v = json(&voxseg(&[
         "measure",

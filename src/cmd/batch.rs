@@ -6,13 +6,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use voxseg::batch::{discover, run_pipelined, shard, Journal};
 use voxseg::model::DeviceChoice;
 use voxseg::qc::QcFlags;
-use voxseg::segment::{prepare, segment, write, Model};
+use voxseg::segment::{prepare, segment, write, Model, Outputs};
 
 /// Segment and measure many CTs, resumably, one CSV row per case.
 ///
-/// INPUT is a folder (searched recursively for .nii / .nii.gz; the case id is the
-/// path below INPUT without the extension, with '/' replaced by '__') or a CSV with
-/// the header `case_id,path`. Each case's files go to OUTDIR/<case_id>/ (as
+/// INPUT is a folder (searched recursively for .nii / .nii.gz, and for folders of
+/// DICOM slices, each one case; the case id is the path below INPUT without the
+/// extension, with '/' replaced by '__') or a CSV with the header `case_id,path`
+/// (a path may be a folder of DICOM slices holding one CT series). Each case's files go to OUTDIR/<case_id>/ (as
 /// `segment` writes them); OUTDIR/volumes.csv gets one row per case: case_id,
 /// status (ok|failed), error (the reason), <organ>_ml per organ of the model, the QC
 /// flags per organ, needs_review, seconds.
@@ -30,7 +31,7 @@ use voxseg::segment::{prepare, segment, write, Model};
 ///   voxseg batch-merge out/volumes-shard-*-of-4.csv -o out/volumes.csv
 #[derive(clap::Args)]
 pub struct BatchArgs {
-    /// Folder of NIfTI CTs, or a CSV `case_id,path`.
+    /// Folder of NIfTI CTs and/or DICOM series folders, or a CSV `case_id,path`.
     pub input: PathBuf,
     /// Output directory.
     #[arg(short, long)]
@@ -97,11 +98,12 @@ pub fn run(args: BatchArgs) -> Result<u8> {
     run_pipelined(
         &pending,
         args.ahead,
-        |case| prepare(&case.path, &model.package),
+        |case| prepare(&case.path, None, &model.package),
         |case, prepared| {
             let outcome = prepared.and_then(|p| {
                 let seg = segment(&model, &p)?;
-                write(&args.output.join(&case.id), &model, &p, &seg, args.preview)?;
+                let outputs = Outputs { preview: args.preview, ..Outputs::default() };
+                write(&args.output.join(&case.id), &model, &p, &seg, outputs)?;
                 Ok(seg)
             });
             let seconds = started.replace(Instant::now()).elapsed().as_secs_f64();

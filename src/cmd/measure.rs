@@ -74,7 +74,7 @@ pub fn run(args: MeasureArgs) -> Result<()> {
     })?;
     let structures: Vec<StructureReport> = measured
         .into_iter()
-        .map(|m| StructureReport { name: names::name_of(&names, m.label), measurement: m, qc: None })
+        .map(|m| StructureReport { name: names::name_of(&names, m.label), tg263: None, measurement: m, qc: None })
         .collect();
     if args.csv {
         return Ok(write_structures_csv(&mut std::io::stdout().lock(), &structures)?);

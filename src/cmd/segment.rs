@@ -1,12 +1,12 @@
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use voxseg::model::DeviceChoice;
-use voxseg::segment::{prepare, segment, stats, write, Model};
+use voxseg::segment::{prepare, segment, stats, write, Model, Outputs};
 
 /// Segment the organs of one CT and measure them.
 ///
-/// Reads the CT (NIfTI), brings it to the model's orientation, spacing and
+/// Reads the CT (NIfTI, or a folder of DICOM CT slices), brings it to the model's orientation, spacing and
 /// intensity scale, runs the network over the whole volume in one pass, resamples
 /// the class probabilities back onto the CT's own grid, cleans each organ up
 /// (largest component, holes filled) and measures it. Writes, each atomically:
@@ -17,15 +17,28 @@ use voxseg::segment::{prepare, segment, stats, write, Model};
 ///                         flags (same schema as `voxseg measure --json`), timings
 ///   OUTDIR/stats.csv      the same, one row per organ
 ///   OUTDIR/preview.png    with --preview: axial/coronal/sagittal through each organ
+///   OUTDIR/rtstruct.dcm   with --rtstruct (DICOM input): RT Structure Set, one ROI
+///                         per organ found, named by TG-263 where the model has it
+///   OUTDIR/seg.dcm        with --dicom-seg (DICOM input): binary DICOM Segmentation
 ///
 /// Without --model the package built into the binary runs: liver-ct-kul, the KU
 /// Leuven whole-liver CT model (trained by its authors; see models/liver-ct-kul).
 ///
 /// Example: voxseg segment ../shared/data/totalseg/example_ct.nii.gz -o out --preview
+///          voxseg segment ct_dicom_folder/ -o out --rtstruct --dicom-seg
 #[derive(clap::Args)]
 pub struct SegmentArgs {
-    /// The CT (NIfTI .nii or .nii.gz).
+    /// The CT: NIfTI (.nii or .nii.gz), or a folder of DICOM CT slices.
     pub ct: PathBuf,
+    /// For a DICOM folder holding several CT series: the SeriesInstanceUID to read.
+    #[arg(long, value_name = "UID")]
+    pub series: Option<String>,
+    /// Also write rtstruct.dcm, an RT Structure Set on the input series (DICOM input only).
+    #[arg(long)]
+    pub rtstruct: bool,
+    /// Also write seg.dcm, a DICOM Segmentation of the input series (DICOM input only).
+    #[arg(long)]
+    pub dicom_seg: bool,
     /// Output directory.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -47,11 +60,18 @@ pub struct SegmentArgs {
 }
 
 pub fn run(args: SegmentArgs) -> Result<()> {
+    if (args.rtstruct || args.dicom_seg) && !args.ct.is_dir() {
+        bail!(
+            "--rtstruct and --dicom-seg reference the CT's DICOM slices, so they need a folder of DICOM slices as input, not {}",
+            args.ct.display()
+        );
+    }
     let model = Model::load(args.model.as_deref(), args.device)?;
     model.announce();
-    let prepared = prepare(&args.ct, &model.package)?;
+    let prepared = prepare(&args.ct, args.series.as_deref(), &model.package)?;
     let mut seg = segment(&model, &prepared)?;
-    seg.timings = write(&args.output, &model, &prepared, &seg, args.preview)?;
+    let outputs = Outputs { preview: args.preview, rtstruct: args.rtstruct, dicom_seg: args.dicom_seg };
+    seg.timings = write(&args.output, &model, &prepared, &seg, outputs)?;
     if args.verbose {
         let t = &seg.timings;
         eprintln!(
