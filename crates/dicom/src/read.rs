@@ -351,7 +351,7 @@ fn slice_hu(h: &Header, plane: &Plane) -> Result<Vec<f32>, Error> {
     let obj = dicom_object::open_file(path).map_err(|e| Error::new(path, ErrorKind::Unreadable(e.to_string())))?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     let undecodable = |reason: String| {
-        let name = dicom_transfer_syntax_registry_name(&ts);
+        let name = transfer_syntax_name(&ts);
         Error::new(path, ErrorKind::Undecodable { uid: ts.clone(), name, reason })
     };
     let samples = h.uint(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
@@ -378,7 +378,7 @@ fn slice_hu(h: &Header, plane: &Plane) -> Result<Vec<f32>, Error> {
     Ok(stored.iter().map(|&v| (v * slope + intercept) as f32).collect())
 }
 
-fn dicom_transfer_syntax_registry_name(uid: &str) -> String {
+fn transfer_syntax_name(uid: &str) -> String {
     TransferSyntaxRegistry.get(uid).map_or_else(|| "unknown".to_string(), |ts| ts.name().to_string())
 }
 
@@ -388,6 +388,12 @@ fn dicom_transfer_syntax_registry_name(uid: &str) -> String {
 pub fn read_series(dir: &Path, series_uid: Option<&str>) -> Result<(Image, CtSeries), Error> {
     let files = choose(dir, read_headers(dir)?, series_uid)?;
     let (placed, plane) = stack(dir, files)?;
+    // Checked before any pixel memory is allocated, as for NIfTI.
+    let voxels = (plane.cols * plane.rows) as u128 * placed.len() as u128;
+    if voxels > voxseg_volume::MAX_VOXELS as u128 {
+        let limit = voxseg_volume::MAX_VOXELS;
+        return Err(Error::new(dir, ErrorKind::PixelFormat(format!("{voxels} voxels is over voxseg's limit of {limit}"))));
+    }
     let grid = Grid::new([plane.cols, plane.rows, placed.len()], affine(&placed, &plane))
         .map_err(|e| Error::new(dir, e.into()))?;
     let mut data = Vec::with_capacity(grid.len());
