@@ -392,7 +392,10 @@ pub fn read_series(dir: &Path, series_uid: Option<&str>) -> Result<(Image, CtSer
     let voxels = (plane.cols * plane.rows) as u128 * placed.len() as u128;
     if voxels > voxseg_volume::MAX_VOXELS as u128 {
         let limit = voxseg_volume::MAX_VOXELS;
-        return Err(Error::new(dir, ErrorKind::PixelFormat(format!("{voxels} voxels is over voxseg's limit of {limit}"))));
+        return Err(Error::new(
+            dir,
+            ErrorKind::PixelFormat(format!("{voxels} voxels is over voxseg's limit of {limit}")),
+        ));
     }
     let grid = Grid::new([plane.cols, plane.rows, placed.len()], affine(&placed, &plane))
         .map_err(|e| Error::new(dir, e.into()))?;
