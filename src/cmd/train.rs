@@ -46,8 +46,10 @@ pub struct TrainArgs {
     /// auto (a real GPU if there is one), cpu or gpu.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Epochs to train in all (default 100; may be raised on --resume).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Patches per epoch (default 250).
     #[arg(long)]
     pub steps_per_epoch: Option<usize>,
     /// Seed for initial weights, patches, augmentation and the validation split.
