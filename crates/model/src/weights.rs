@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn_store::{ApplyResult, BurnpackStore, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
+use burn_store::{
+    ApplyResult, BurnpackStore, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
 
 use crate::anatomynet::{AnatomyNet, AnatomyNetConfig};
 use crate::multipath::{MultipathUnet, MultipathUnetConfig};
@@ -30,32 +32,42 @@ fn check(path: &Path, result: ApplyResult, ignore: &[&str]) -> Result<(), Error>
     }
 }
 
+/// A weights file that is not there is named as such, before any store opens it.
+fn require_file(path: &Path) -> Result<(), Error> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(Error::WeightsUnreadable { path: path.into(), reason: "no such file".into() })
+    }
+}
+
+/// `net` with the weights of `store` (named `name` in errors), every tensor accounted for.
+fn apply<M: ModuleSnapshot, S: ModuleStore>(
+    mut net: M,
+    store: &mut S,
+    name: &Path,
+    ignore: &[&str],
+) -> Result<M, Error> {
+    let result =
+        net.load_from(store).map_err(|e| Error::WeightsUnreadable { path: name.into(), reason: e.to_string() })?;
+    check(name, result, ignore)?;
+    Ok(net)
+}
+
 /// A network of `config`'s shape with the weights in the burnpack file `path`.
 pub fn load(config: &AnatomyNetConfig, path: &Path, device: &Device) -> Result<AnatomyNet, Error> {
-    if !path.is_file() {
-        return Err(Error::WeightsUnreadable { path: path.into(), reason: "no such file".into() });
-    }
-    let mut net = config.init(device);
+    require_file(path)?;
     let mut store = BurnpackStore::from_file(path).allow_partial(true).validate(false);
-    let result =
-        net.load_from(&mut store).map_err(|e| Error::WeightsUnreadable { path: path.into(), reason: e.to_string() })?;
-    check(path, result, &[])?;
-    Ok(net)
+    apply(config.init(device), &mut store, path, &[])
 }
 
 /// The KU Leuven liver network with weights from a safetensors file whose names are
 /// the module's own (`down.L.J`, `up.L.J`, `head`), as `scripts/convert_liver_kul.py`
 /// writes them.
 pub fn load_multipath(config: &MultipathUnetConfig, path: &Path, device: &Device) -> Result<MultipathUnet, Error> {
-    if !path.is_file() {
-        return Err(Error::WeightsUnreadable { path: path.into(), reason: "no such file".into() });
-    }
-    let mut net = config.init(device);
+    require_file(path)?;
     let mut store = SafetensorsStore::from_file(path).allow_partial(true).validate(false);
-    let result =
-        net.load_from(&mut store).map_err(|e| Error::WeightsUnreadable { path: path.into(), reason: e.to_string() })?;
-    check(path, result, &[])?;
-    Ok(net)
+    apply(config.init(device), &mut store, path, &[])
 }
 
 /// The same from safetensors bytes in memory (the package built into the binary);
@@ -66,12 +78,8 @@ pub fn load_multipath_bytes(
     name: &Path,
     device: &Device,
 ) -> Result<MultipathUnet, Error> {
-    let mut net = config.init(device);
     let mut store = SafetensorsStore::from_bytes(Some(bytes)).allow_partial(true).validate(false);
-    let result =
-        net.load_from(&mut store).map_err(|e| Error::WeightsUnreadable { path: name.into(), reason: e.to_string() })?;
-    check(name, result, &[])?;
-    Ok(net)
+    apply(config.init(device), &mut store, name, &[])
 }
 
 /// Writes `net`'s weights to `path` (burnpack), through a temporary file and a
@@ -88,25 +96,21 @@ pub fn save(net: &AnatomyNet, path: &Path) -> Result<(), Error> {
 /// the reference implementation's key names (see
 /// [`AnatomyNetConfig::pytorch_key_table`]).
 pub fn import_pytorch(config: &AnatomyNetConfig, path: &Path, device: &Device) -> Result<AnatomyNet, Error> {
-    if !path.is_file() {
-        return Err(Error::WeightsUnreadable { path: path.into(), reason: "no such file".into() });
-    }
-    let mut net = config.init(device);
+    require_file(path)?;
+    let net = config.init(device);
     let table = config.pytorch_key_table();
-    let unreadable = |e: String| Error::WeightsUnreadable { path: path.into(), reason: e };
-    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
-    let result = if is_safetensors {
+    // `num_batches_tracked` is BatchNorm bookkeeping, not a parameter.
+    let ignore = ["num_batches_tracked"];
+    if path.extension().is_some_and(|e| e == "safetensors") {
         let mut store = table.iter().fold(
             SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter).allow_partial(true),
             |s, (from, to)| s.with_key_remapping(from, to.as_str()),
         );
-        net.load_from(&mut store).map_err(|e| unreadable(e.to_string()))?
+        apply(net, &mut store, path, &ignore)
     } else {
         let mut store = table.iter().fold(PytorchStore::from_file(path).allow_partial(true), |s, (from, to)| {
             s.with_key_remapping(from, to.as_str())
         });
-        net.load_from(&mut store).map_err(|e| unreadable(e.to_string()))?
-    };
-    check(path, result, &["num_batches_tracked"])?;
-    Ok(net)
+        apply(net, &mut store, path, &ignore)
+    }
 }
