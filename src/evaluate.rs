@@ -10,7 +10,7 @@ use voxseg_volume::{write_atomically, LabelMap};
 
 use crate::dataset::{Case, Dataset};
 use crate::preview::{box_plot, quantile};
-use crate::report::AgreementReport;
+use crate::report::{agreement_fields, AgreementReport, AGREEMENT_COLUMNS};
 use crate::segment::{prepare, segment, Model};
 
 /// One evaluated case: its agreement per organ, or why it failed.
@@ -139,40 +139,14 @@ pub fn write(out: &Path, title: &str, results: &[CaseResult], summary: &[OrganSu
     let path = out.join("cases.csv");
     write_atomically(&path, |w| {
         let mut csv = csv::Writer::from_writer(w);
-        let header = [
-            "case",
-            "label",
-            "name",
-            "dice",
-            "hd95_mm",
-            "assd_mm",
-            "volume_pred_ml",
-            "volume_ref_ml",
-            "volume_diff_ml",
-            "volume_diff_percent",
-            "error",
-        ];
-        csv.write_record(header)?;
-        let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        csv.write_record(["case"].iter().chain(&AGREEMENT_COLUMNS).chain(&["error"]))?;
         for r in results {
             if let Some(e) = &r.error {
-                csv.write_record([r.case.as_str(), "", "", "", "", "", "", "", "", "", e])?;
+                let empty = AGREEMENT_COLUMNS.map(|_| "");
+                csv.write_record([r.case.as_str()].iter().chain(&empty).chain(&[e.as_str()]))?;
             }
             for s in &r.structures {
-                let a = &s.agreement;
-                csv.write_record([
-                    r.case.clone(),
-                    a.label.to_string(),
-                    s.name.clone(),
-                    a.dice.to_string(),
-                    opt(a.hd95_mm),
-                    opt(a.assd_mm),
-                    a.volume_pred_ml.to_string(),
-                    a.volume_ref_ml.to_string(),
-                    a.volume_diff_ml.to_string(),
-                    opt(a.volume_diff_percent),
-                    String::new(),
-                ])?;
+                csv.write_record([r.case.clone()].iter().chain(&agreement_fields(s)).chain(&[String::new()]))?;
             }
         }
         csv.flush()

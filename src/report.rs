@@ -47,7 +47,6 @@ pub fn write_structures_csv(out: &mut dyn Write, rows: &[StructureReport]) -> cs
         header.extend(QcFlags::NAMES);
     }
     w.write_record(&header)?;
-    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     for r in rows {
         let m = &r.measurement;
         let c = m.centroid_ras_mm;
@@ -59,16 +58,16 @@ pub fn write_structures_csv(out: &mut dyn Write, rows: &[StructureReport]) -> cs
             m.volume_ml.to_string(),
             m.n_components.to_string(),
             m.touches_border.to_string(),
-            opt(m.surface_area_mm2),
-            opt(m.sphericity),
-            opt(m.mean_hu),
-            opt(m.std_hu),
-            opt(m.min_hu),
-            opt(m.max_hu),
-            opt(m.median_hu),
-            opt(c.map(|c| c[0])),
-            opt(c.map(|c| c[1])),
-            opt(c.map(|c| c[2])),
+            optional(m.surface_area_mm2),
+            optional(m.sphericity),
+            optional(m.mean_hu),
+            optional(m.std_hu),
+            optional(m.min_hu),
+            optional(m.max_hu),
+            optional(m.median_hu),
+            optional(c.map(|c| c[0])),
+            optional(c.map(|c| c[1])),
+            optional(c.map(|c| c[2])),
         ];
         if with_qc {
             rec.extend(r.qc.unwrap_or_default().values().map(|b| b.to_string()));
@@ -86,38 +85,51 @@ pub struct AgreementReport {
     pub agreement: Agreement,
 }
 
+/// The CSV columns of one [`AgreementReport`], shared by `compare --csv` and
+/// `evaluate`'s `cases.csv`.
+pub const AGREEMENT_COLUMNS: [&str; 11] = [
+    "label",
+    "name",
+    "dice",
+    "jaccard",
+    "volume_pred_ml",
+    "volume_ref_ml",
+    "volume_diff_ml",
+    "volume_diff_percent",
+    "hd_mm",
+    "hd95_mm",
+    "assd_mm",
+];
+
+/// One row's values, in [`AGREEMENT_COLUMNS`] order (empty where undefined).
+pub fn agreement_fields(r: &AgreementReport) -> [String; 11] {
+    let a = &r.agreement;
+    [
+        a.label.to_string(),
+        r.name.clone(),
+        a.dice.to_string(),
+        a.jaccard.to_string(),
+        a.volume_pred_ml.to_string(),
+        a.volume_ref_ml.to_string(),
+        a.volume_diff_ml.to_string(),
+        optional(a.volume_diff_percent),
+        optional(a.hd_mm),
+        optional(a.hd95_mm),
+        optional(a.assd_mm),
+    ]
+}
+
 pub fn write_agreement_csv(out: &mut dyn Write, rows: &[AgreementReport]) -> csv::Result<()> {
     let mut w = csv::Writer::from_writer(out);
-    w.write_record([
-        "label",
-        "name",
-        "dice",
-        "jaccard",
-        "volume_pred_ml",
-        "volume_ref_ml",
-        "volume_diff_ml",
-        "volume_diff_percent",
-        "hd_mm",
-        "hd95_mm",
-        "assd_mm",
-    ])?;
-    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    w.write_record(AGREEMENT_COLUMNS)?;
     for r in rows {
-        let a = &r.agreement;
-        w.write_record([
-            a.label.to_string(),
-            r.name.clone(),
-            a.dice.to_string(),
-            a.jaccard.to_string(),
-            a.volume_pred_ml.to_string(),
-            a.volume_ref_ml.to_string(),
-            a.volume_diff_ml.to_string(),
-            opt(a.volume_diff_percent),
-            opt(a.hd_mm),
-            opt(a.hd95_mm),
-            opt(a.assd_mm),
-        ])?;
+        w.write_record(agreement_fields(r))?;
     }
     w.flush()?;
     Ok(())
+}
+
+/// An optional number as a CSV field: empty when absent.
+fn optional(v: Option<f64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
 }
