@@ -3,38 +3,17 @@
 //! (`scripts/check_dicom_outputs.py`); `inspect` lists series; `batch` takes DICOM
 //! folders as cases. Uses the untrained demo package (fast): geometry, not anatomy.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{demo, json, ok, repo, scratch, stderr, voxseg};
 use serde_json::Value;
 use voxseg::volume::nifti;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures/dicom").join(name)
-}
-
-fn voxseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_voxseg")).args(args).output().unwrap()
-}
-
-fn demo() -> String {
-    repo().join("models/demo-untrained").display().to_string()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("voxseg-dicom-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn ok(out: &Output) -> &Output {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    out
 }
 
 fn segment(ct: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -100,7 +79,7 @@ fn dicom_series_segments_like_its_nifti_and_exports_rtstruct_and_seg() {
     }
     let out = check.output().unwrap();
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(&out);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -111,15 +90,13 @@ fn rtstruct_needs_dicom_input_and_series_needs_a_folder() {
     for extra in [&["--rtstruct"][..], &["--dicom-seg"], &["--series", "1.2.3"]] {
         let out = segment(&nii, &dir, extra);
         assert_eq!(out.status.code(), Some(2), "{extra:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("DICOM"), "{extra:?}");
+        assert!(stderr(&out).contains("DICOM"), "{extra:?}");
     }
     // Two CT series and no --series: exit 2, listing both; with --series it runs.
     let out = segment(&fixture("two_series"), &dir, &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--series"));
-    let listed: Value =
-        serde_json::from_slice(&ok(&voxseg(&["inspect", fixture("two_series").to_str().unwrap(), "--json"])).stdout)
-            .unwrap();
+    assert!(stderr(&out).contains("--series"));
+    let listed = json(&voxseg(&["inspect", fixture("two_series").to_str().unwrap(), "--json"]));
     let series = listed["series"].as_array().unwrap();
     assert_eq!(series.len(), 2);
     let small = series.iter().find(|s| s["slices"] == 2).unwrap();
@@ -128,7 +105,7 @@ fn rtstruct_needs_dicom_input_and_series_needs_a_folder() {
     // A tilted series is refused as an input error.
     let out = segment(&fixture("bad_tilted"), &dir, &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("gantry tilt"));
+    assert!(stderr(&out).contains("gantry tilt"));
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -158,7 +135,7 @@ fn batch_takes_dicom_folders_as_cases() {
         "--model",
         &demo(),
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let rows: Vec<csv::StringRecord> =
         csv::Reader::from_path(out_dir.join("volumes.csv")).unwrap().records().map(|r| r.unwrap()).collect();
     let status = |id: &str| rows.iter().find(|r| &r[0] == id).map(|r| (r[1].to_string(), r[2].to_string())).unwrap();

@@ -1,18 +1,11 @@
 //! `voxseg import` and `voxseg bench` as a user runs them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn voxseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_voxseg")).args(args).output().unwrap()
-}
+use common::{json, ok, repo, scratch, stderr, voxseg};
 
 fn state_dict() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anatomynet/state_dict.safetensors").display().to_string()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("voxseg-engine-{}-{name}", std::process::id()))
+    repo().join("tests/fixtures/anatomynet/state_dict.safetensors").display().to_string()
 }
 
 #[test]
@@ -32,7 +25,7 @@ fn import_writes_a_package_that_runs() {
         "--scale",
         "centered",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(&out);
     let toml = std::fs::read_to_string(pkg.join("model.toml")).unwrap();
     assert!(toml.contains("architecture = \"anatomynet\"") && toml.contains("name = \"kidney_right\""), "{toml}");
     let out = voxseg(&[
@@ -47,8 +40,8 @@ fn import_writes_a_package_that_runs() {
         pkg.to_str().unwrap(),
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ok(&out);
+    let v = json(&out);
     assert!(v["forward_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(v["shape"], serde_json::json!([16, 24, 24]));
     assert_eq!((v["backend"].as_str(), v["classes"].as_u64()), (Some("flex"), Some(5)));
@@ -85,7 +78,7 @@ fn wrong_class_count_names_the_tensor() {
         "-160,240",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(err.contains("head.weight") && err.contains("state_dict.safetensors"), "{err}");
     assert!(!pkg.join("model.toml").exists());
     let out = voxseg(&["bench", "--shape", "15x24x24"]);

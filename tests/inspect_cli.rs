@@ -1,22 +1,8 @@
 //! `voxseg inspect` as a user runs it: output, exit codes, messages.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
-
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
-}
-
-fn voxseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_voxseg")).args(args).output().unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use common::{json, shared, stderr, voxseg};
 
 #[test]
 fn example_ct_json_agrees_with_nibabel() {
@@ -69,10 +55,10 @@ fn bad_files_exit_2_with_a_message_naming_the_file() {
     let missing = dir.join("missing.nii.gz");
     for (path, says) in [(&truncated, "truncated"), (&text, "not a NIfTI file"), (&missing, "cannot access")] {
         let out = voxseg(&["inspect", path.to_str().unwrap()]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains(path.to_str().unwrap()) && stderr.contains(says), "{stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(path.to_str().unwrap()) && err.contains(says), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
     }
     let usage = voxseg(&["inspect"]);
     assert_eq!(usage.status.code(), Some(2));

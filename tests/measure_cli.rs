@@ -1,30 +1,16 @@
 //! `voxseg measure` and `voxseg compare` as a user runs them.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
-
-fn shared(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel).display().to_string()
-}
-
-fn voxseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_voxseg")).args(args).output().unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use common::{json, ok, scratch, shared, stderr, voxseg};
 
 #[test]
 fn spleen_measure_reproduces_totalsegmentator() {
     let v = json(&voxseg(&[
         "measure",
-        &shared("totalseg/example_seg_fast/spleen.nii.gz"),
+        shared("totalseg/example_seg_fast/spleen.nii.gz").to_str().unwrap(),
         "--ct",
-        &shared("totalseg/example_ct_sm.nii.gz"),
+        shared("totalseg/example_ct_sm.nii.gz").to_str().unwrap(),
         "--json",
     ]));
     assert_eq!(v["spacing_mm"], serde_json::json!([3.0, 3.0, 3.0]));
@@ -41,13 +27,12 @@ fn spleen_measure_reproduces_totalsegmentator() {
 
 #[test]
 fn names_and_csv() {
-    let dir = std::env::temp_dir().join(format!("voxseg-measure-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("names");
     let names = dir.join("names.csv");
     std::fs::write(&names, "label,name\n1,spleen\n5,liver\n").unwrap();
     let out = voxseg(&[
         "measure",
-        &shared("totalseg/example_seg_fast.nii.gz"),
+        shared("totalseg/example_seg_fast.nii.gz").to_str().unwrap(),
         "--names",
         names.to_str().unwrap(),
         "--label",
@@ -56,7 +41,7 @@ fn names_and_csv() {
         "1",
         "--csv",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
@@ -65,9 +50,9 @@ fn names_and_csv() {
     // TotalSegmentator's JSON class map works as a names file too.
     let v = json(&voxseg(&[
         "measure",
-        &shared("totalseg/example_seg_fast.nii.gz"),
+        shared("totalseg/example_seg_fast.nii.gz").to_str().unwrap(),
         "--names",
-        &shared("totalseg/class_map_total_v2.json"),
+        shared("totalseg/class_map_total_v2.json").to_str().unwrap(),
         "--json",
     ]));
     assert_eq!(v["structures"][0]["name"], "spleen");
@@ -78,33 +63,38 @@ fn names_and_csv() {
 fn mismatched_grid_and_bad_names_exit_2() {
     let out = voxseg(&[
         "measure",
-        &shared("totalseg/example_seg_fast/spleen.nii.gz"),
+        shared("totalseg/example_seg_fast/spleen.nii.gz").to_str().unwrap(),
         "--ct",
-        &shared("totalseg/example_ct.nii.gz"),
+        shared("totalseg/example_ct.nii.gz").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(err.contains("grids differ") && err.contains("example_ct.nii.gz"), "{err}");
     let out = voxseg(&[
         "compare",
-        &shared("totalseg/example_seg_fast.nii.gz"),
-        &shared("totalseg/example_seg_fast_force_split.nii.gz"),
+        shared("totalseg/example_seg_fast.nii.gz").to_str().unwrap(),
+        shared("totalseg/example_seg_fast_force_split.nii.gz").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("grids differ"));
-    let out = voxseg(&["measure", &shared("totalseg/example_seg_fast.nii.gz"), "--names", &shared("README.md")]);
+    assert!(stderr(&out).contains("grids differ"));
+    let out = voxseg(&[
+        "measure",
+        shared("totalseg/example_seg_fast.nii.gz").to_str().unwrap(),
+        "--names",
+        shared("README.md").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("label,name"));
+    assert!(stderr(&out).contains("label,name"));
 }
 
 #[test]
 fn compare_json() {
     let v = json(&voxseg(&[
         "compare",
-        &shared("totalseg/example_seg_fast.nii.gz"),
-        &shared("totalseg/example_seg.nii.gz"),
+        shared("totalseg/example_seg_fast.nii.gz").to_str().unwrap(),
+        shared("totalseg/example_seg.nii.gz").to_str().unwrap(),
         "--names",
-        &shared("totalseg/class_map_total_v2.json"),
+        shared("totalseg/class_map_total_v2.json").to_str().unwrap(),
         "--json",
     ]));
     let spleen = v["structures"].as_array().unwrap().iter().find(|s| s["name"] == "spleen").unwrap();

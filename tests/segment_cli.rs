@@ -2,35 +2,14 @@
 //! Most use the untrained demo package (fast): they check geometry, bookkeeping and
 //! robustness, not anatomy. One runs the built-in liver model and checks its answer.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{demo, json, scratch, shared, stderr, voxseg};
 use serde_json::Value;
-
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
-}
-
-fn voxseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_voxseg")).args(args).output().unwrap()
-}
-
-fn demo() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo-untrained").display().to_string()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("voxseg-segment-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn json(out: &Output) -> Value {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn segment_writes_labels_on_the_ct_grid_that_measure_agrees_with() {
@@ -49,7 +28,7 @@ fn segment_writes_labels_on_the_ct_grid_that_measure_agrees_with() {
         &demo(),
     ]);
     let stats = json(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("untrained"), "the demo model must say it is untrained");
+    assert!(stderr(&out).contains("untrained"), "the demo model must say it is untrained");
     for f in ["labels.nii.gz", "stats.json", "stats.csv", "preview.png"] {
         assert!(dir.join(f).is_file(), "{f}");
     }
@@ -116,17 +95,10 @@ fn batch_records_bad_cases_and_goes_on() {
     let dir = scratch("bad");
     let csv = bad_batch(&dir);
     let out_dir = dir.join("out");
-    let out = voxseg(&[
-        "batch",
-        csv.to_str().unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--model",
-        &demo(),
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let model = demo();
+    let args = ["batch", csv.to_str().unwrap(), "-o", out_dir.to_str().unwrap(), "--device", "cpu", "--model", &model];
+    let out = voxseg(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let rows = rows(&out_dir.join("volumes.csv"));
     assert_eq!(rows.len(), 5);
     let status = |id: &str| rows.iter().find(|r| &r[0] == id).map(|r| (r[1].to_string(), r[2].to_string())).unwrap();
@@ -139,16 +111,7 @@ fn batch_records_bad_cases_and_goes_on() {
     }
     assert!(out_dir.join("ct/labels.nii.gz").is_file() && out_dir.join("ct_sm/stats.json").is_file());
     // Running again without --resume would mix two runs: refused.
-    let again = voxseg(&[
-        "batch",
-        csv.to_str().unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--model",
-        &demo(),
-    ]);
+    let again = voxseg(&args);
     assert_eq!(again.status.code(), Some(2));
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -192,7 +155,7 @@ fn killed_batch_resumes_without_duplicates() {
         "--model",
         &demo(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let rows = rows(&journal);
     let mut ids: Vec<String> = rows.iter().map(|r| r[0].to_string()).collect();
     ids.sort();

@@ -1,14 +1,24 @@
-//! Helpers the CLI tests share: the real data, the binary, scratch folders.
+//! Helpers the CLI tests share: the repository, the real data, the binary, scratch
+//! folders, and what a command printed.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// A file of ../shared/data.
 pub fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
+    repo().join("../shared/data").join(rel)
+}
+
+/// The untrained demo package (fast; its labels are not anatomy).
+pub fn demo() -> String {
+    repo().join("models/demo-untrained").display().to_string()
 }
 
 pub fn voxseg(args: &[&str]) -> Output {
@@ -23,10 +33,15 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The command succeeded (else its stderr is the failure message).
+pub fn ok(out: &Output) -> &Output {
+    assert!(out.status.success(), "{}", stderr(out));
+    out
+}
+
 /// The JSON a successful command printed.
 pub fn json(out: &Output) -> Value {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&ok(out).stdout).unwrap()
 }
 
 pub fn stderr(out: &Output) -> String {
