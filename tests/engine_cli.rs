@@ -36,6 +36,8 @@ fn import_writes_a_package_that_runs() {
         "cpu",
         "--repeat",
         "1",
+        "--threads",
+        "1",
         "--model",
         pkg.to_str().unwrap(),
         "--json",
@@ -43,6 +45,12 @@ fn import_writes_a_package_that_runs() {
     ok(&out);
     let v = json(&out);
     assert!(v["forward_ms"].as_f64().unwrap() > 0.0);
+    // --threads sizes the pool the network runs on; the report says what ran.
+    assert_eq!(v["threads"].as_u64(), Some(1), "{v}");
+    // At least the weights and the input volume were resident (Linux reports VmHWM).
+    assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0, "{v}");
+    let zero = voxseg(&["bench", "--shape", "16x24x24", "--device", "cpu", "--threads", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
     assert_eq!(v["shape"], serde_json::json!([16, 24, 24]));
     assert_eq!((v["backend"].as_str(), v["classes"].as_u64()), (Some("flex"), Some(5)));
     // Importing again over an existing package is refused.

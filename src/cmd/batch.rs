@@ -4,7 +4,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use voxseg::batch::{discover, run_pipelined, shard, Journal};
-use voxseg::model::DeviceChoice;
 use voxseg::qc::QcFlags;
 use voxseg::segment::{prepare, segment, write, Model, Outputs};
 
@@ -45,9 +44,8 @@ pub struct BatchArgs {
     /// Model package: a directory with model.toml, or a name under models/.
     #[arg(long)]
     pub model: Option<String>,
-    /// auto (a real GPU if there is one), cpu or gpu.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub run_on: super::DeviceArgs,
     /// Also write each case's preview.png.
     #[arg(long)]
     pub preview: bool,
@@ -70,7 +68,7 @@ pub fn run(args: BatchArgs) -> Result<u8> {
     if let Some((i, n)) = shard_of {
         cases = shard(cases, i, n);
     }
-    let model = Model::load(args.model.as_deref(), args.device)?;
+    let model = Model::load(args.model.as_deref(), args.run_on.apply()?)?;
     model.announce();
     let organs: Vec<String> = model.package.labels.iter().map(|l| l.name.clone()).collect();
     let mut columns: Vec<String> = ["case_id", "status", "error"].map(String::from).to_vec();

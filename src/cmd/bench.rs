@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use voxseg::model::{predict, select, AnatomyNetConfig, DeviceChoice, ModelPackage, Net, Network, Options, Timings};
+use voxseg::model::{predict, select, AnatomyNetConfig, ModelPackage, Net, Network, Options, Timings};
 
 /// Time the network's forward pass on one whole volume.
 ///
@@ -19,9 +19,8 @@ pub struct BenchArgs {
     /// Volume shape DxHxW (slices x rows x columns), each even.
     #[arg(long, default_value = "64x128x128")]
     pub shape: String,
-    /// auto, cpu or gpu.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub run_on: super::DeviceArgs,
     /// Timed passes after the warm-up.
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
@@ -49,6 +48,16 @@ struct Report {
     forward_mean_ms: f64,
     gflops: f64,
     min_ms: Timings,
+    /// The process's peak resident memory (Linux's VmHWM), null where unknown.
+    peak_rss_mb: Option<f64>,
+}
+
+/// Peak resident set size of this process in MiB, from /proc (Linux only).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn parse_shape(s: &str) -> Result<[usize; 3]> {
@@ -64,7 +73,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
-    let selected = select(args.device)?;
+    let selected = select(args.run_on.apply()?)?;
     if let Some(notice) = &selected.notice {
         eprintln!("note: {notice}");
     }
@@ -110,6 +119,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         forward_mean_ms: runs.iter().map(|t| t.forward_ms).sum::<f64>() / runs.len() as f64,
         gflops: 2.0 * macs as f64 / (min_ms.forward_ms / 1000.0) / 1e9,
         min_ms,
+        peak_rss_mb: peak_rss_mb(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -130,6 +140,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "  upload {:.1} ms, argmax {:.1} ms, download {:.1} ms",
             min_ms.upload_ms, min_ms.argmax_ms, min_ms.download_ms
         );
+        if let Some(mb) = report.peak_rss_mb {
+            println!("  peak resident memory {mb:.0} MiB");
+        }
     }
     Ok(())
 }

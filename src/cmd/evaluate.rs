@@ -6,7 +6,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use voxseg::dataset::Dataset;
 use voxseg::evaluate::{cases, evaluate_case, shared_organs, summarise, write, CaseResult, OrganSummary};
-use voxseg::model::DeviceChoice;
 use voxseg::segment::Model;
 
 /// Measure how well a model package segments a labelled dataset.
@@ -41,9 +40,8 @@ pub struct EvaluateArgs {
     /// val: the package's held-out cases; all: every case (includes training cases).
     #[arg(long, default_value = "val", value_parser = ["val", "all"])]
     pub split: String,
-    /// auto (a real GPU if there is one), cpu or gpu.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub run_on: super::DeviceArgs,
     /// Print the summary as JSON (as summary.json).
     #[arg(long)]
     pub json: bool,
@@ -62,7 +60,7 @@ struct Summary<'a> {
 
 pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
     let dataset = Dataset::open(&args.data)?;
-    let model = Model::load(Some(&args.model), args.device)?;
+    let model = Model::load(Some(&args.model), args.run_on.apply()?)?;
     model.announce();
     let all = args.split == "all";
     let selected = cases(&model, &dataset, all)?;

@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use voxseg::model::DeviceChoice;
 use voxseg::segment::{prepare, segment, stats, write, Model, Outputs};
 
 /// Segment the organs of one CT and measure them.
@@ -45,9 +44,8 @@ pub struct SegmentArgs {
     /// Model package: a directory with model.toml, or a name under models/.
     #[arg(long)]
     pub model: Option<String>,
-    /// auto (a real GPU if there is one), cpu or gpu.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub run_on: super::DeviceArgs,
     /// Also write preview.png.
     #[arg(long)]
     pub preview: bool,
@@ -66,7 +64,7 @@ pub fn run(args: SegmentArgs) -> Result<()> {
             args.ct.display()
         );
     }
-    let model = Model::load(args.model.as_deref(), args.device)?;
+    let model = Model::load(args.model.as_deref(), args.run_on.apply()?)?;
     model.announce();
     let prepared = prepare(&args.ct, args.series.as_deref(), &model.package)?;
     let mut seg = segment(&model, &prepared)?;

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use voxseg::model::{select, DeviceChoice};
+use voxseg::model::select;
 use voxseg::train::{self, Epoch, Progress, Request, TrainConfig};
 
 /// Train an AnatomyNet model package on your own labelled CTs.
@@ -43,9 +43,8 @@ pub struct TrainArgs {
     /// Print the default config and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// auto (a real GPU if there is one), cpu or gpu.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub run_on: super::DeviceArgs,
     /// Epochs to train in all (default 100; may be raised on --resume).
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -116,7 +115,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     s.seed = args.seed.unwrap_or(s.seed);
     s.val_fraction = args.val_fraction.unwrap_or(s.val_fraction);
     let (Some(data), Some(output)) = (args.data, args.output) else { unreachable!("clap requires both") };
-    let device = select(args.device)?;
+    let device = select(args.run_on.apply()?)?;
     if let Some(notice) = &device.notice {
         eprintln!("note: {notice}");
     }

@@ -38,7 +38,10 @@ pub fn cpu() -> Selected {
     Selected {
         device: Device::flex(),
         backend: "flex",
-        name: format!("CPU ({} threads)", rayon::current_num_threads()),
+        name: match rayon::current_num_threads() {
+            1 => "CPU (1 thread)".to_string(),
+            n => format!("CPU ({n} threads)"),
+        },
         hardware_gpu: false,
         notice: None,
     }
