@@ -37,12 +37,43 @@ pub struct Model {
     pub device: Selected,
 }
 
+/// Where `--model NAME` is looked for, in order: NAME as a directory, then
+/// `models/NAME` under the current directory, `$VOXSEG_MODELS`, the binary's folder
+/// (`models/`, then `../share/voxseg/models/` as an installed layout has it), and the
+/// user's data directory (`$XDG_DATA_HOME` or `~/.local/share`, then `voxseg/models/`).
+fn package_candidates(spec: &str) -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("models")];
+    roots.extend(std::env::var_os("VOXSEG_MODELS").map(PathBuf::from));
+    if let Some(bin) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        roots.push(bin.join("models"));
+        roots.push(bin.join("../share/voxseg/models"));
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+    roots.extend(data.map(|d| d.join("voxseg/models")));
+    std::iter::once(PathBuf::from(spec)).chain(roots.into_iter().map(|r| r.join(spec))).collect()
+}
+
+/// The first of [`package_candidates`] holding a `model.toml`; the error lists every
+/// place looked in.
+fn find_package(spec: &str) -> Result<PathBuf> {
+    let candidates = package_candidates(spec);
+    if let Some(dir) = candidates.iter().find(|d| d.join("model.toml").is_file()) {
+        return Ok(dir.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|d| format!("  {}", d.display())).collect();
+    bail!("model {spec:?}: no package (a directory with model.toml) in any of:\n{}", looked.join("\n"))
+}
+
 impl Model {
-    /// `spec` is a package directory, or the name of one under `models/`; `None`
-    /// is the package embedded in the binary.
+    /// `spec` is a package directory, or the name of one found by
+    /// [`package_candidates`]; `None` is the package embedded in the binary.
     pub fn load(spec: Option<&str>, device: DeviceChoice) -> Result<Model> {
+        // A name that finds no package fails before any device is probed.
+        let dir = spec.map(find_package).transpose()?;
         let device = select(device)?;
-        let (package, net) = match spec {
+        let (package, net) = match dir {
             None => {
                 let dir = PathBuf::from(format!("<built-in>/{DEFAULT_MODEL}"));
                 let package = ModelPackage::parse(DEFAULT_TOML, &dir)?;
@@ -52,13 +83,7 @@ impl Model {
                 let net = voxseg_model::load_multipath_bytes(config, DEFAULT_WEIGHTS.to_vec(), &dir, &device.device)?;
                 (package, Net::MultipathUnet(Box::new(net)))
             }
-            Some(spec) => {
-                let path = Path::new(spec);
-                let dir =
-                    if path.join("model.toml").is_file() { path.to_path_buf() } else { Path::new("models").join(spec) };
-                if !dir.join("model.toml").is_file() {
-                    bail!("model {spec:?}: neither a package directory (with model.toml) nor a package in models/");
-                }
+            Some(dir) => {
                 let package = ModelPackage::open(&dir)?;
                 let net = package.load(&device.device)?;
                 (package, net)

@@ -186,3 +186,30 @@ fn built_in_liver_model_finds_the_liver() {
     assert!((1300.0..1500.0).contains(&ml), "{ml} mL");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `--model NAME` from anywhere: found through $VOXSEG_MODELS; when it is nowhere,
+/// exit 2 with every place looked in.
+#[test]
+fn model_names_are_found_outside_the_repository() {
+    let cwd = scratch("elsewhere");
+    let ct = shared("totalseg/example_ct_sm.nii.gz");
+    let run = |models: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxseg"));
+        cmd.current_dir(&cwd).env_remove("VOXSEG_MODELS").env("XDG_DATA_HOME", cwd.join("data"));
+        if let Some(m) = models {
+            cmd.env("VOXSEG_MODELS", m);
+        }
+        let out = cwd.join("out");
+        cmd.args(["segment", ct.to_str().unwrap(), "-o", out.to_str().unwrap(), "--device", "cpu"]);
+        cmd.args(["--model", "demo-untrained"]).output().unwrap()
+    };
+    let missing = run(None);
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    let err = stderr(&missing);
+    for place in ["models/demo-untrained", "data/voxseg/models/demo-untrained"] {
+        assert!(err.contains(place), "{place} not listed in: {err}");
+    }
+    let found = run(Some(&common::repo().join("models")));
+    assert!(found.status.success(), "{}", stderr(&found));
+    assert!(cwd.join("out/labels.nii.gz").is_file());
+}

@@ -41,7 +41,8 @@ pub struct BatchArgs {
     /// Process only shard I of N (0-based), a deterministic split by case id.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
-    /// Model package: a directory with model.toml, or a name under models/.
+    /// Model package: a directory with model.toml, or the name of one in ./models,
+    /// $VOXSEG_MODELS, beside the binary or in ~/.local/share/voxseg/models.
     #[arg(long)]
     pub model: Option<String>,
     #[command(flatten)]

@@ -28,7 +28,8 @@ use voxseg::segment::Model;
 /// Example: voxseg evaluate --model models/spleen --data Task09_Spleen -o eval
 #[derive(clap::Args)]
 pub struct EvaluateArgs {
-    /// Model package: a directory with model.toml, or a name under models/.
+    /// Model package: a directory with model.toml, or the name of one in ./models,
+    /// $VOXSEG_MODELS, beside the binary or in ~/.local/share/voxseg/models.
     #[arg(long)]
     pub model: String,
     /// Dataset folder (holding dataset.json).

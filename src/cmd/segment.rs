@@ -41,7 +41,8 @@ pub struct SegmentArgs {
     /// Output directory.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Model package: a directory with model.toml, or a name under models/.
+    /// Model package: a directory with model.toml, or the name of one in ./models,
+    /// $VOXSEG_MODELS, beside the binary or in ~/.local/share/voxseg/models.
     #[arg(long)]
     pub model: Option<String>,
     #[command(flatten)]
