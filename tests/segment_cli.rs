@@ -213,3 +213,14 @@ fn model_names_are_found_outside_the_repository() {
     assert!(found.status.success(), "{}", stderr(&found));
     assert!(cwd.join("out/labels.nii.gz").is_file());
 }
+
+/// The output-file lists and examples of `--help` stay one entry a line.
+#[test]
+fn help_keeps_its_lists_verbatim() {
+    let out = voxseg(&["segment", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for line in ["OUTDIR/labels.nii.gz", "OUTDIR/stats.json", "OUTDIR/stats.csv", "OUTDIR/seg.dcm"] {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(line)), "{line} not on a line of its own:\n{help}");
+    }
+    assert!(help.lines().any(|l| l.trim_start().starts_with("voxseg segment ct_dicom_folder/")), "{help}");
+}

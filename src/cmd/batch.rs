@@ -11,11 +11,11 @@ use voxseg::segment::{prepare, segment, write, Model, Outputs};
 ///
 /// INPUT is a folder (searched recursively for .nii / .nii.gz, and for folders of
 /// DICOM slices, each one case; the case id is the path below INPUT without the
-/// extension, with '/' replaced by '__') or a CSV with the header `case_id,path`
-/// (a path may be a folder of DICOM slices holding one CT series). Each case's files go to OUTDIR/<case_id>/ (as
-/// `segment` writes them); OUTDIR/volumes.csv gets one row per case: case_id,
-/// status (ok|failed), error (the reason), <organ>_ml per organ of the model, the QC
-/// flags per organ, needs_review, seconds.
+/// extension, with '/' replaced by '__') or a CSV with the header `case_id,path` (a
+/// path may be a folder of DICOM slices holding one CT series). Each case's files go
+/// to OUTDIR/<case_id>/ (as `segment` writes them); OUTDIR/volumes.csv gets one row
+/// per case: case_id, status (ok|failed), error (the reason), <organ>_ml per organ of
+/// the model, the QC flags per organ, needs_review, seconds.
 ///
 /// A bad case (corrupt, truncated, not 3-D, not CT) is recorded as failed and the
 /// batch goes on. Each row is appended and synced as its case ends, after the
@@ -29,6 +29,8 @@ use voxseg::segment::{prepare, segment, write, Model, Outputs};
 ///   voxseg batch cts/ -o out --shard $SLURM_ARRAY_TASK_ID/4
 ///   voxseg batch-merge out/volumes-shard-*-of-4.csv -o out/volumes.csv
 #[derive(clap::Args)]
+// The lists and examples in this text are laid out by hand: clap must not rewrap them.
+#[command(verbatim_doc_comment)]
 pub struct BatchArgs {
     /// Folder of NIfTI CTs and/or DICOM series folders, or a CSV `case_id,path`.
     pub input: PathBuf,

@@ -19,6 +19,8 @@ use voxseg::volume::nifti;
 /// Example: voxseg compare ../shared/data/totalseg/example_seg_fast.nii.gz
 ///            ../shared/data/totalseg/example_seg.nii.gz --json
 #[derive(clap::Args)]
+// The lists and examples in this text are laid out by hand: clap must not rewrap them.
+#[command(verbatim_doc_comment)]
 pub struct CompareArgs {
     /// Predicted label map (NIfTI).
     pub pred: PathBuf,

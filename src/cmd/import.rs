@@ -19,6 +19,8 @@ use voxseg::preprocess::Intensity;
 ///            --spacing 1.5,1.5,1.5 --window -160,240
 ///            --trained-on "40 portal-venous CTs, in-house" --measured-on "not measured"
 #[derive(clap::Args)]
+// The lists and examples in this text are laid out by hand: clap must not rewrap them.
+#[command(verbatim_doc_comment)]
 pub struct ImportArgs {
     /// The state dict (.pt, .pth or .safetensors).
     pub state_dict: PathBuf,

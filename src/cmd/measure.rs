@@ -18,6 +18,8 @@ use voxseg::volume::nifti;
 /// Example: voxseg measure ../shared/data/totalseg/example_seg_fast/spleen.nii.gz
 ///            --ct ../shared/data/totalseg/example_ct_sm.nii.gz --json
 #[derive(clap::Args)]
+// The lists and examples in this text are laid out by hand: clap must not rewrap them.
+#[command(verbatim_doc_comment)]
 pub struct MeasureArgs {
     /// Label map or binary mask (0/1 or 0/255), NIfTI.
     pub labels: PathBuf,

@@ -5,10 +5,11 @@ use voxseg::segment::{prepare, segment, stats, write, Model, Outputs};
 
 /// Segment the organs of one CT and measure them.
 ///
-/// Reads the CT (NIfTI, or a folder of DICOM CT slices), brings it to the model's orientation, spacing and
-/// intensity scale, runs the network over the whole volume in one pass, resamples
-/// the class probabilities back onto the CT's own grid, cleans each organ up
-/// (largest component, holes filled) and measures it. Writes, each atomically:
+/// Reads the CT (NIfTI, or a folder of DICOM CT slices), brings it to the model's
+/// orientation, spacing and intensity scale, runs the network over the whole volume
+/// in one pass, resamples the class probabilities back onto the CT's own grid, cleans
+/// each organ up (largest component, holes filled) and measures it. Writes, each
+/// atomically:
 ///
 ///   OUTDIR/labels.nii.gz  label map on the CT's exact grid and header (overlays the
 ///                         CT in 3D Slicer / ITK-SNAP)
@@ -26,6 +27,8 @@ use voxseg::segment::{prepare, segment, stats, write, Model, Outputs};
 /// Example: voxseg segment ../shared/data/totalseg/example_ct.nii.gz -o out --preview
 ///          voxseg segment ct_dicom_folder/ -o out --rtstruct --dicom-seg
 #[derive(clap::Args)]
+// The lists and examples in this text are laid out by hand: clap must not rewrap them.
+#[command(verbatim_doc_comment)]
 pub struct SegmentArgs {
     /// The CT: NIfTI (.nii or .nii.gz), or a folder of DICOM CT slices.
     pub ct: PathBuf,
