@@ -1,8 +1,7 @@
-use std::path::PathBuf;
-
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use voxseg::model::{predict, select, AnatomyNetConfig, ModelPackage, Net, Network, Options, Timings};
+use voxseg::model::{predict, predict_multipath, select, AnatomyNetConfig, Net, Network, Options, Timings};
+use voxseg::segment::Model;
 
 /// Time the network's forward pass on one whole volume.
 ///
@@ -13,8 +12,15 @@ use voxseg::model::{predict, select, AnatomyNetConfig, ModelPackage, Net, Networ
 /// the network's multiply-accumulate count (2 FLOP per MAC), and the device,
 /// backend, shape and CPU threads, so a number can be reproduced.
 ///
-/// Example: voxseg bench --shape 64x128x128 --device cpu --repeat 5 --json
+/// With --model, that package's network: an AnatomyNet package at --shape, or the
+/// liver model (multipath-unet) on the one segment its model.toml gives (--shape
+/// is then ignored; the shape reported is that segment, DxHxW).
+///
+/// Examples:
+///   voxseg bench --shape 64x128x128 --device cpu --repeat 5 --json
+///   voxseg bench --model liver-ct-kul --device cpu --threads 2 --repeat 3
 #[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct BenchArgs {
     /// Volume shape DxHxW (slices x rows x columns), each even.
     #[arg(long, default_value = "64x128x128")]
@@ -27,9 +33,10 @@ pub struct BenchArgs {
     /// Output classes of the random network (ignored with --model).
     #[arg(long, default_value_t = 5)]
     pub classes: usize,
-    /// Time this model package instead of a randomly initialised AnatomyNet.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    /// Time this model package (a directory, or a name looked up as `segment --model`
+    /// does) instead of a randomly initialised AnatomyNet.
+    #[arg(long, value_name = "PKG")]
+    pub model: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -73,32 +80,45 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
-    let selected = select(args.run_on.apply()?)?;
+    let device = args.run_on.apply()?;
+    let (selected, net, package) = match &args.model {
+        Some(spec) => {
+            let model = Model::load(Some(spec), device)?;
+            (model.device, model.net, Some(model.package))
+        }
+        None => {
+            let selected = select(device)?;
+            let net = AnatomyNetConfig::new(args.classes).init(&selected.device);
+            (selected, Net::AnatomyNet(Box::new(net)), None)
+        }
+    };
     if let Some(notice) = &selected.notice {
         eprintln!("note: {notice}");
     }
-    let (config, net) = match &args.model {
-        Some(dir) => {
-            let package = ModelPackage::open(dir)?;
-            match (package.load(&selected.device)?, package.network) {
-                (Net::AnatomyNet(net), Network::Anatomynet(config)) => (config, *net),
-                _ => bail!("{}: voxseg bench times AnatomyNet packages only", dir.display()),
-            }
+    let on = &selected.device;
+    // A deterministic input in the network's usual range.
+    let input = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect() };
+    type Pass<'a> = Box<dyn Fn() -> Result<Timings> + 'a>;
+    let (shape, classes, macs, pass): ([usize; 3], usize, u64, Pass) = match &net {
+        Net::AnatomyNet(net) => {
+            let config = match package.as_ref().map(|p| &p.network) {
+                Some(Network::Anatomynet(config)) => config.clone(),
+                _ => AnatomyNetConfig::new(args.classes),
+            };
+            let x = input(d * h * w);
+            let pass = move || Ok(predict(net, &x, [w, h, d], on, &Options::default())?.timings);
+            ([d, h, w], config.classes, config.macs([d, h, w]), Box::new(pass))
         }
-        None => {
-            let config = AnatomyNetConfig::new(args.classes);
-            let net = config.init(&selected.device);
-            (config, net)
+        Net::MultipathUnet(net) => {
+            let segment = package.as_ref().and_then(|p| p.preprocess.segment);
+            let [i, j, k] = segment.context("the package's model.toml gives no [preprocess] segment")?;
+            let x = input(i * j * k);
+            let pass = move || Ok(predict_multipath(net, &x, [i, j, k], on)?.timings);
+            ([k, j, i], 2, net.macs([i, j, k]), Box::new(pass))
         }
     };
-    // Deterministic input in the network's usual range.
-    let n = d * h * w;
-    let input: Vec<f32> = (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect();
-    let shape = [w, h, d];
-    predict(&net, &input, shape, &selected.device, &Options::default())?;
-    let runs: Vec<Timings> = (0..args.repeat)
-        .map(|_| predict(&net, &input, shape, &selected.device, &Options::default()).map(|p| p.timings))
-        .collect::<Result<_, _>>()?;
+    pass()?;
+    let runs: Vec<Timings> = (0..args.repeat).map(|_| pass()).collect::<Result<_>>()?;
     let min = |f: fn(&Timings) -> f64| runs.iter().map(f).fold(f64::INFINITY, f64::min);
     let min_ms = Timings {
         upload_ms: min(|t| t.upload_ms),
@@ -106,12 +126,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         argmax_ms: min(|t| t.argmax_ms),
         download_ms: min(|t| t.download_ms),
     };
-    let macs = config.macs([d, h, w]);
     let report = Report {
         device: selected.name.clone(),
         backend: selected.backend,
-        shape: [d, h, w],
-        classes: config.classes,
+        shape,
+        classes,
         threads: rayon::current_num_threads(),
         repeat: args.repeat,
         macs,
@@ -126,7 +145,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         println!(
             "{} ({}), {}x{}x{}, {} classes, {} threads",
-            report.device, report.backend, d, h, w, report.classes, report.threads
+            report.device, report.backend, shape[0], shape[1], shape[2], report.classes, report.threads
         );
         println!(
             "  forward {:.1} ms (min of {}, mean {:.1}) = {:.1} GFLOP/s ({:.2} GMAC)",

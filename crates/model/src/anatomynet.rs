@@ -9,6 +9,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig3d
 use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, sigmoid, softmax};
 
+use crate::kernels::{conv_bn_act, gate_add_act, Activation};
+
 /// The network's shape. The defaults are AnatomyNet's (about 0.73 M parameters).
 #[derive(Config, Debug, PartialEq)]
 pub struct AnatomyNetConfig {
@@ -54,13 +56,13 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        self.bn.forward(self.conv.forward(x))
+    pub fn forward(&self, x: Tensor<5>, act: Activation) -> Tensor<5> {
+        conv_bn_act(x, &self.conv, Some(&self.bn), act)
     }
 }
 
 /// Squeeze-and-excitation: global mean -> Linear -> LeakyReLU -> Linear -> sigmoid
-/// -> scale each channel.
+/// -> a factor per channel (applied with the residual add, [`gate_add_act`]).
 #[derive(Module, Debug)]
 pub struct SeGate {
     pub squeeze: Linear,
@@ -69,12 +71,12 @@ pub struct SeGate {
 }
 
 impl SeGate {
-    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+    /// The per-channel factors `[n, c]` for `x`.
+    pub fn gate(&self, x: Tensor<5>) -> Tensor<2> {
         let [n, c, _, _, _] = x.dims();
-        let pooled: Tensor<2> = x.clone().mean_dims(&[2, 3, 4]).reshape([n, c]);
+        let pooled: Tensor<2> = x.mean_dims(&[2, 3, 4]).reshape([n, c]);
         let hidden = leaky_relu(self.squeeze.forward(pooled), self.slope);
-        let gate: Tensor<5> = sigmoid(self.excite.forward(hidden)).reshape([n, c, 1, 1, 1]);
-        x * gate
+        sigmoid(self.excite.forward(hidden))
     }
 }
 
@@ -133,15 +135,13 @@ impl ResBlock {
 
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let residual = match &self.shortcut {
-            Some(s) => s.forward(x.clone()),
+            Some(s) => s.forward(x.clone(), Activation::Identity),
             None => x.clone(),
         };
-        let h = leaky_relu(self.bn1.forward(self.conv1.forward(x)), self.slope);
-        let mut h = self.bn2.forward(self.conv2.forward(h));
-        if let Some(se) = &self.se {
-            h = se.forward(h);
-        }
-        leaky_relu(h + residual, self.slope)
+        let h = conv_bn_act(x, &self.conv1, Some(&self.bn1), Activation::LeakyRelu(self.slope as f32));
+        let h = conv_bn_act(h, &self.conv2, Some(&self.bn2), Activation::Identity);
+        let gate = self.se.as_ref().map(|se| se.gate(h.clone()));
+        gate_add_act(h, gate, residual, Activation::LeakyRelu(self.slope as f32))
     }
 }
 
@@ -300,7 +300,7 @@ impl AnatomyNet {
     /// Everything at half resolution: stem, encoder, decoder. Its squeeze-and-
     /// excitation gates pool over the whole volume, so it must see all of it.
     pub fn trunk(&self, input: Tensor<5>) -> Tensor<5> {
-        let stem = leaky_relu(self.stem.forward(input), self.slope);
+        let stem = self.stem.forward(input, Activation::LeakyRelu(self.slope as f32));
         let mut skips = vec![stem.clone()];
         let mut h = stem;
         for stage in &self.encoder {
@@ -322,7 +322,7 @@ impl AnatomyNet {
     /// output with a 3-voxel halo and give exactly the whole-volume answer.
     pub fn tail_logits(&self, trunk: Tensor<5>, input: Tensor<5>) -> Tensor<5> {
         let up = Tensor::cat(vec![self.up.deconv.forward(trunk), input], 1);
-        self.head.forward(self.up.res.forward(up))
+        conv_bn_act(self.up.res.forward(up), &self.head, None, Activation::Identity)
     }
 
     /// Full-resolution voxels a tail slab needs beyond its own on each side.

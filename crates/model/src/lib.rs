@@ -7,6 +7,7 @@ mod anatomynet;
 mod device;
 mod error;
 mod infer;
+mod kernels;
 mod loss;
 mod multipath;
 mod package;

@@ -15,6 +15,8 @@ use burn::nn::PaddingConfig3d;
 use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, sigmoid};
 
+use crate::kernels::{conv_bn_act, Activation};
+
 #[derive(Config, Debug, PartialEq)]
 pub struct MultipathUnetConfig {
     /// `[first, second]` convolution widths per level, finest first.
@@ -82,6 +84,27 @@ impl MultipathUnetConfig {
 }
 
 impl MultipathUnet {
+    /// Multiply-accumulates of the convolutions in one forward pass on a
+    /// `[1, 1, i, j, k]` segment (each side a multiple of pool^(levels-1)).
+    pub fn macs(&self, segment: [usize; 3]) -> u64 {
+        let conv = |c: &Conv3d, side: [usize; 3]| {
+            c.weight.dims().iter().product::<usize>() as u64 * side.iter().product::<usize>() as u64
+        };
+        let mut total = 0;
+        let mut side = segment;
+        for (level, convs) in self.down.iter().enumerate() {
+            if level > 0 {
+                side = side.map(|n| n / self.pool);
+            }
+            total += convs.iter().map(|c| conv(c, side)).sum::<u64>();
+        }
+        for convs in self.up.iter().rev() {
+            side = side.map(|n| n * self.pool - (self.pool - 1));
+            total += convs.iter().map(|c| conv(c, side)).sum::<u64>();
+        }
+        total + conv(&self.head, side)
+    }
+
     /// Voxels lost on each side between input and output.
     pub fn margin(&self) -> usize {
         // Each upsampling loses pool - 1 voxels, and earlier losses scale with it.
@@ -136,7 +159,7 @@ impl MultipathUnet {
                 if j > 0 {
                     x = self.norm(x);
                 }
-                x = c.forward(x);
+                x = conv_bn_act(x, c, None, Activation::Identity);
             }
             skips.push(x.clone());
         }
@@ -145,9 +168,9 @@ impl MultipathUnet {
             let skip = Self::centre_crop(skips[level].clone(), x.dims());
             x = Tensor::cat(vec![skip, x], 1);
             for c in &self.up[level] {
-                x = c.forward(self.norm(x));
+                x = conv_bn_act(self.norm(x), c, None, Activation::Identity);
             }
         }
-        sigmoid(self.head.forward(self.norm(x)))
+        sigmoid(conv_bn_act(self.norm(x), &self.head, None, Activation::Identity))
     }
 }

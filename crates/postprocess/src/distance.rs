@@ -128,7 +128,7 @@ mod tests {
         let feature: Vec<bool> = (0..210)
             .map(|_| {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (seed >> 33) % 13 == 0
+                (seed >> 33).is_multiple_of(13)
             })
             .collect();
         let spacing = [0.7, 1.3, 2.9];

@@ -105,7 +105,7 @@ pub fn resample_nearest<T: Copy + Default + Send + Sync>(
 pub fn resample_argmax(probabilities: &[f32], grid: &Grid, target: &Grid) -> Result<LabelMap, Error> {
     let voxels = grid.len();
     let len = probabilities.len();
-    if len == 0 || len % voxels != 0 {
+    if len == 0 || !len.is_multiple_of(voxels) {
         return Err(Error::ChannelMismatch { len, voxels });
     }
     let classes = len / voxels;

@@ -1,0 +1,175 @@
+//! voxseg's own CPU kernels, where burn's CPU backend (flex: im2col + GEMM) is slow
+//! for these networks' skinny 3-D convolutions.
+//!
+//! The networks call [`conv_bn_act`] for every "convolution, then batch norm, then
+//! activation" and keep one code path: on flex without autodiff (inference on the CPU)
+//! it runs [`conv3d`]'s direct convolution with the batch norm folded into the weights
+//! and the activation in the same pass; everywhere else (wgpu, the autodiff device of
+//! training, strided convolutions, CPUs without a compiled tile) it is burn's ops, so
+//! gradients and GPU kernels are burn's own. This is a device dispatch in one function
+//! rather than burn's `backend_extension` trait: the extension would need an
+//! implementation (or a fallback) per backend for the same two cases.
+
+mod conv3d;
+
+use burn::backend::DispatchDevice;
+use burn::nn::conv::Conv3d;
+use burn::nn::{BatchNorm, PaddingConfig3d};
+use burn::prelude::*;
+use burn::tensor::activation::leaky_relu;
+use rayon::prelude::*;
+
+pub use conv3d::Activation;
+
+/// `act(bn(conv(x)))` with `bn` in inference mode (running statistics).
+pub fn conv_bn_act(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Activation) -> Tensor<5> {
+    if !runs_here(&x, conv) {
+        let y = conv.forward(x);
+        let y = match bn {
+            Some(bn) => bn.forward(y),
+            None => y,
+        };
+        return match act {
+            Activation::Identity => y,
+            Activation::LeakyRelu(slope) => leaky_relu(y, slope as f64),
+        };
+    }
+    let device = x.device();
+    let [n, cin, d, h, w] = x.dims();
+    let folded = fold(conv, bn);
+    let input = floats(x);
+    let mut out = Vec::with_capacity(n * folded.cout * d * h * w);
+    for one in input.chunks(cin * d * h * w) {
+        out.extend_from_slice(&conv3d::conv3d(one, [cin, d, h, w], &folded, act));
+    }
+    Tensor::from_data(TensorData::new(out, [n, folded.cout, d, h, w]), &device)
+}
+
+/// `act(h * gate + residual)`, `gate` one factor per `[n, c]` (a squeeze-and-
+/// excitation gate) or none: the end of a residual block, in one pass over `h` on the
+/// CPU instead of three.
+pub fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, act: Activation) -> Tensor<5> {
+    let on_cpu = matches!(h.device().as_dispatch(), DispatchDevice::Flex(_));
+    if !on_cpu {
+        let [n, c, _, _, _] = h.dims();
+        let h = match gate {
+            Some(g) => h * g.reshape([n, c, 1, 1, 1]),
+            None => h,
+        };
+        return match act {
+            Activation::Identity => h + residual,
+            Activation::LeakyRelu(slope) => leaky_relu(h + residual, slope as f64),
+        };
+    }
+    let device = h.device();
+    let dims = h.dims();
+    let voxels = dims[2] * dims[3] * dims[4];
+    let gate = gate.map(floats);
+    let residual = floats(residual);
+    let mut out = floats(h);
+    out.par_chunks_mut(voxels).zip(residual.par_chunks(voxels)).enumerate().for_each(|(nc, (o, r))| {
+        let g = gate.as_ref().map_or(1.0, |g| g[nc]);
+        o.iter_mut().zip(r).for_each(|(o, r)| *o = act.apply(*o * g + *r));
+    });
+    Tensor::from_data(TensorData::new(out, dims), &device)
+}
+
+/// Inference on the CPU backend, a stride-1 "same" convolution of a kernel shape
+/// [`conv3d::handles`].
+fn runs_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
+    let [kd, kh, kw] = conv.kernel_size;
+    matches!(x.device().as_dispatch(), DispatchDevice::Flex(_))
+        && conv.stride == [1; 3]
+        && conv.dilation == [1; 3]
+        && conv.groups == 1
+        && conv3d::handles(conv.kernel_size)
+        && conv.padding == PaddingConfig3d::Explicit(kd / 2, kh / 2, kw / 2)
+        && conv3d::supported()
+}
+
+fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("converted to f32")
+}
+
+/// The convolution's weights with the batch norm folded in:
+/// `w' = w * g / sqrt(v + eps)`, `b' = (b - m) * g / sqrt(v + eps) + beta`.
+fn fold(conv: &Conv3d, bn: Option<&BatchNorm>) -> conv3d::Conv {
+    let [cout, cin, kd, kh, kw] = conv.weight.dims();
+    let mut weights = floats(conv.weight.val());
+    let mut bias = conv.bias.as_ref().map_or_else(|| vec![0.0; cout], |b| floats(b.val()));
+    if let Some(bn) = bn {
+        let gamma = floats(bn.gamma.val());
+        let beta = floats(bn.beta.val());
+        let mean = floats(bn.running_mean.value());
+        let var = floats(bn.running_var.value());
+        let per_channel = weights.len() / cout;
+        for co in 0..cout {
+            let scale = gamma[co] / (var[co] + bn.epsilon as f32).sqrt();
+            weights[co * per_channel..][..per_channel].iter_mut().for_each(|w| *w *= scale);
+            bias[co] = (bias[co] - mean[co]) * scale + beta[co];
+        }
+    }
+    conv3d::Conv { cin, cout, kernel: [kd, kh, kw], weights, bias }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::conv::Conv3dConfig;
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::Distribution;
+
+    /// burn's own convolution + batch norm + activation on the same device.
+    fn reference(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Activation) -> Tensor<5> {
+        let y = conv.forward(x);
+        let y = bn.map_or(y.clone(), |bn| bn.forward(y));
+        match act {
+            Activation::Identity => y,
+            Activation::LeakyRelu(s) => leaky_relu(y, s as f64),
+        }
+    }
+
+    fn max_abs_diff(a: Tensor<5>, b: Tensor<5>) -> (f32, f32) {
+        let (a, b) = (floats(a), floats(b));
+        let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max);
+        (diff, scale)
+    }
+
+    #[test]
+    fn equals_burns_convolution_batch_norm_and_activation() {
+        let device = Device::flex();
+        // Odd widths (not a multiple of 16), channel counts that are not a multiple
+        // of the tile, 1x1x1 shortcuts, flat (3,3,1) kernels, bias, batch of two.
+        // (input shape, output channels, kernel, bias, batch norm, activation)
+        type Case = ([usize; 5], usize, [usize; 3], bool, bool, Activation);
+        let cases: [Case; 6] = [
+            ([1, 3, 5, 7, 9], 5, [3, 3, 3], false, true, Activation::LeakyRelu(0.01)),
+            ([2, 6, 4, 6, 37], 7, [3, 3, 3], true, false, Activation::Identity),
+            ([1, 9, 3, 4, 70], 14, [1, 1, 1], false, true, Activation::Identity),
+            ([1, 4, 5, 6, 17], 3, [3, 3, 1], true, true, Activation::LeakyRelu(0.2)),
+            ([1, 1, 2, 3, 64], 4, [3, 3, 3], true, false, Activation::Identity),
+            ([1, 34, 4, 5, 33], 34, [3, 3, 3], false, true, Activation::LeakyRelu(0.01)),
+        ];
+        for (shape, cout, kernel, bias, with_bn, act) in cases {
+            let conv = Conv3dConfig::new([shape[1], cout], kernel)
+                .with_padding(PaddingConfig3d::Explicit(kernel[0] / 2, kernel[1] / 2, kernel[2] / 2))
+                .with_bias(bias)
+                .init(&device);
+            let mut bn = BatchNormConfig::new(cout).init(&device);
+            // Non-trivial running statistics and affine parameters.
+            let random = |lo: f64, hi: f64| Tensor::<1>::random([cout], Distribution::Uniform(lo, hi), &device);
+            bn.gamma = bn.gamma.map(|_| random(0.5, 1.5));
+            bn.beta = bn.beta.map(|_| random(-0.5, 0.5));
+            bn.running_mean = burn::module::RunningState::new(random(-0.3, 0.3));
+            bn.running_var = burn::module::RunningState::new(random(0.5, 2.0));
+            let bn = with_bn.then_some(&bn);
+            let x = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let ours = conv_bn_act(x.clone(), &conv, bn, act);
+            let theirs = reference(x, &conv, bn, act);
+            assert_eq!(ours.dims(), theirs.dims());
+            let (diff, scale) = max_abs_diff(ours, theirs);
+            assert!(diff <= 1e-5 * scale.max(1.0), "{shape:?} -> {cout} {kernel:?}: max |diff| {diff} (scale {scale})");
+        }
+    }
+}
