@@ -734,9 +734,10 @@ fn table_section(h: &mut String, c: &Cohort) {
         let _ = write!(h, "<option value=\"outlier:{0}\">volume outlier: {0}</option>", escape(o));
     }
     h.push_str(
-        "</select></label> <span id=\"shown\"></span></form>\
-         <p class=\"hint\">Click a column to sort (again to reverse). The address keeps the view, e.g. \
-         <code>#sort=volume_ORGAN&amp;dir=desc&amp;filter=needs_review&amp;q=text</code>.</p>\
+        "</select></label> <span id=\"shown\"></span> <button id=\"all-rows\" type=\"button\" hidden>list all</button></form>\
+         <p class=\"hint\">Click a column to sort (again to reverse). The first 500 matching cases are listed \
+         (<code>rows=all</code> lists all). The address keeps the view, e.g. \
+         <code>#sort=volume_ORGAN&amp;dir=desc&amp;filter=needs_review&amp;q=text&amp;rows=all</code>.</p>\
          <div class=\"scroll\"><table id=\"cases\"><thead><tr>\
          <th data-sort=\"case_id\">case</th><th data-sort=\"status\">status</th><th data-sort=\"review\">review</th>",
     );
@@ -820,7 +821,7 @@ const SCRIPT: &str = r##"
 "use strict";
 var D=JSON.parse(document.getElementById("data").textContent);
 var organs=D.organs,flags=D.flags,cases=D.cases,nf=flags.length;
-var PAGE=60,shownReview=PAGE;
+var PAGE=60,shownReview=PAGE,ROWS=500;
 function esc(s){return String(s).replace(/[&<>"']/g,function(c){return{"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c];});}
 function vol(v){return v===null||v===undefined?"":v.toFixed(1);}
 function flagText(k){return organs[Math.floor(k/nf)]+": "+flags[k%nf];}
@@ -863,7 +864,7 @@ function matcher(filter){
   return function(c){for(var i=0;i<c.f.length;i++){var k=c.f[i];if(k%nf===f&&(organ<0||Math.floor(k/nf)===organ))return true;}return false;};
 }
 function readHash(){
-  var st={sort:"attention",dir:"asc",filter:"all",q:"",case:null};
+  var st={sort:"attention",dir:"asc",filter:"all",q:"",case:null,rows:String(ROWS)};
   var h=location.hash.replace(/^#/,"");
   if(h)h.split("&").forEach(function(kv){var i=kv.indexOf("=");if(i<0)return;var k=kv.slice(0,i),v;try{v=decodeURIComponent(kv.slice(i+1).replace(/\+/g," "));}catch(e){v=kv.slice(i+1);}if(k in st)st[k]=v;});
   return st;
@@ -875,6 +876,7 @@ function writeHash(){
   if(state.dir!=="asc")p.push("dir="+state.dir);
   if(state.filter!=="all")p.push("filter="+encodeURIComponent(state.filter));
   if(state.q)p.push("q="+encodeURIComponent(state.q));
+  if(state.rows!==String(ROWS))p.push("rows="+state.rows);
   history.replaceState(null,"",p.length?"#"+p.join("&"):location.pathname+location.search);
 }
 function renderTable(){
@@ -886,8 +888,10 @@ function renderTable(){
   }else{
     rows.sort(function(a,b){return (rank(a)-rank(b))*sign||byId(a,b);});
   }
-  var out=new Array(rows.length);
-  for(var n=0;n<rows.length;n++){
+  if(state.case!==null){var at=-1;for(var k=0;k<rows.length;k++)if(rows[k].i===state.case)at=k;if(at>=ROWS&&state.rows!=="all")state.rows=String(at+1);}
+  var limit=state.rows==="all"?rows.length:Math.min(rows.length,Math.max(1,parseInt(state.rows,10)||ROWS));
+  var out=new Array(limit);
+  for(var n=0;n<limit;n++){
     var c=rows[n],cls=c.s==="failed"?"failed":c.r?"review":"ok";
     var s='<tr id="case-'+esc(c.i)+'" class="'+cls+(state.case===c.i?" target":"")+'" data-case="'+esc(c.i)+'" data-status="'+c.s+'" data-review="'+c.r+'">';
     s+='<td data-col="case_id">'+esc(c.i)+'</td><td data-col="status">'+c.s+'</td><td data-col="review">'+(c.r?"review":"")+'</td>';
@@ -897,8 +901,9 @@ function renderTable(){
     out[n]=s;
   }
   document.getElementById("rows").innerHTML=out.join("");
-  document.getElementById("shown").textContent=rows.length+" of "+cases.length+" cases shown";
+  document.getElementById("shown").textContent=rows.length+" of "+cases.length+" cases shown"+(limit<rows.length?" (the first "+limit+" listed)":"");
   document.getElementById("shown").setAttribute("data-shown",rows.length);
+  var all=document.getElementById("all-rows");all.hidden=limit>=rows.length;all.textContent="list all "+rows.length;
   var ths=document.querySelectorAll("#cases th[data-sort]");
   for(var t=0;t<ths.length;t++){var th=ths[t];th.className=th.className.replace(/\s*\b(asc|desc)\b/g,"");if(th.getAttribute("data-sort")===state.sort)th.className+=" "+state.dir;}
   document.getElementById("filter").value=state.filter;
@@ -921,6 +926,7 @@ function renderReview(){
   more.textContent="show more ("+(list.length-Math.min(list.length,shownReview))+" left)";
 }
 document.getElementById("more-review").addEventListener("click",function(){shownReview+=PAGE;renderReview();});
+document.getElementById("all-rows").addEventListener("click",function(){state.rows="all";writeHash();renderTable();});
 document.querySelector("#cases thead").addEventListener("click",function(e){
   var th=e.target.closest("th[data-sort]");if(!th)return;var s=th.getAttribute("data-sort");
   state.dir=state.sort===s&&state.dir==="asc"?"desc":"asc";state.sort=s;state.case=null;writeHash();renderTable();

@@ -397,6 +397,11 @@ fn synthetic_batch(out: &Path, n: usize) {
     w.flush().unwrap();
 }
 
+/// How many rows of the batch's volumes.csv are ok.
+fn want_ok(out: &Path) -> usize {
+    expected(&out.join("volumes.csv")).1.values().filter(|w| w.status == "ok").count()
+}
+
 #[test]
 fn volume_outliers_are_numpys_and_filter_in_chromium() {
     let dir = scratch("review-outliers");
@@ -439,8 +444,23 @@ fn volume_outliers_are_numpys_and_filter_in_chromium() {
         return;
     };
     let profile = dir.join("chromium-profile");
-    let rows = table(&dump_dom(&chromium, &profile, &page, ""));
+    let dom = dump_dom(&chromium, &profile, &page, "");
+    let rows = table(&dom);
     assert_eq!(rows.len(), 400);
+    // Failed, then needing review, then clean cases (all three are there).
+    let rank = |r: &Row| match (r.status.as_str(), r.review) {
+        ("failed", _) => 0,
+        (_, true) => 1,
+        _ => 2,
+    };
+    let ranks: Vec<u8> = rows.iter().map(rank).collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]) && ranks.contains(&0) && ranks.contains(&1) && ranks.contains(&2));
+    // A long table lists its first rows only, as many as asked.
+    let dom = dump_dom(&chromium, &profile, &page, "#rows=100&filter=ok");
+    let ok = want_ok(&out);
+    assert_eq!(table(&dom).len(), 100);
+    assert!(between(&dom, "<span id=\"shown\"", "</span>")
+        .contains(&format!("{ok} of 400 cases shown (the first 100 listed)")));
     for (o, organ) in organs.iter().enumerate() {
         let rows = table(&dump_dom(&chromium, &profile, &page, &format!("#filter=outlier:{organ}&sort=case_id")));
         let shown: Vec<String> = rows.iter().map(|r| r.case.clone()).collect();
