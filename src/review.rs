@@ -436,12 +436,12 @@ pub fn render(cohort: &Cohort, prefix: &str) -> String {
          <title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
         escape(&title)
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<header><h1>voxseg review</h1><p class=\"where\">{}</p>\
          <p class=\"warn\">voxseg is not a medical device: every volume needs review by a qualified person.</p>\
          <nav><a href=\"#cohort\">Cohort</a> <a href=\"#attention\">Needs review</a> <a href=\"#distributions\">Volumes</a> \
-         <a href=\"#table\">All cases</a> <a href=\"#meanings\">Flags</a></nav></header>\n",
+         <a href=\"#table\">All cases</a> <a href=\"#meanings\">Flags</a></nav></header>",
         escape(&cohort.out_dir.display().to_string())
     );
     cohort_section(&mut h, cohort);
@@ -551,11 +551,11 @@ fn attention_section(h: &mut String, c: &Cohort) {
         }
         h.push_str("</ul>");
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<h3>Need review ({})</h3><p class=\"hint\">Each with its preview (axial, coronal and sagittal slices through each organ). \
          Click a preview for full size.</p><div id=\"review\" class=\"cards\"></div>\
-         <p><button id=\"more-review\" type=\"button\" hidden>show more</button></p></section>\n",
+         <p><button id=\"more-review\" type=\"button\" hidden>show more</button></p></section>",
         c.needing_review()
     );
 }
