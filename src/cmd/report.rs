@@ -5,8 +5,8 @@ use voxseg::review::{default_csvs, Cohort};
 
 /// Write the review page of a batch: one self-contained HTML file.
 ///
-/// Reads OUTDIR/volumes.csv (or, before `batch-merge`, every volumes-shard-*.csv)
-/// and the case folders beside it, and writes OUTDIR/report.html (atomically):
+/// Reads BATCH/volumes.csv (or, before `batch-merge`, every volumes-shard-*.csv)
+/// and the case folders beside it, and writes BATCH/report.html (atomically):
 ///
 ///   the cohort     cases ok / failed / needing review; the model and its provenance
 ///   volumes        per organ a histogram and a box plot; cases beyond 1.5 IQR named
