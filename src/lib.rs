@@ -8,6 +8,7 @@ pub mod names;
 pub mod preview;
 pub mod qc;
 pub mod report;
+pub mod review;
 mod rng;
 pub mod segment;
 pub mod train;

@@ -31,6 +31,7 @@ enum Command {
     BatchMerge(cmd::batch_merge::BatchMergeArgs),
     Train(cmd::train::TrainArgs),
     Evaluate(cmd::evaluate::EvaluateArgs),
+    Report(cmd::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         Command::BatchMerge(args) => cmd::batch_merge::run(args).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => cmd::train::run(args).map(|()| ExitCode::SUCCESS),
         Command::Evaluate(args) => cmd::evaluate::run(args),
+        Command::Report(args) => cmd::report::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -27,7 +27,7 @@ use voxseg::segment::{prepare, segment, write, Model, Outputs};
 ///
 /// Example (a Slurm array of 4: SLURM_ARRAY_TASK_ID = 0..3):
 ///   voxseg batch cts/ -o out --shard $SLURM_ARRAY_TASK_ID/4
-///   voxseg batch-merge out/volumes-shard-*-of-4.csv -o out/volumes.csv
+///   voxseg batch-merge out/volumes-shard-*-of-4.csv -o out/volumes.csv --report
 #[derive(clap::Args)]
 // The lists and examples in this text are laid out by hand: clap must not rewrap them.
 #[command(verbatim_doc_comment)]
@@ -52,6 +52,10 @@ pub struct BatchArgs {
     /// Also write each case's preview.png.
     #[arg(long)]
     pub preview: bool,
+    /// At the end, also write OUTDIR/report.html, the review page (see `voxseg report`);
+    /// with --shard, of the shards of this split found in OUTDIR.
+    #[arg(long)]
+    pub report: bool,
     /// Cases read and preprocessed ahead of the device.
     #[arg(long, default_value_t = 2)]
     pub ahead: usize,
@@ -147,5 +151,15 @@ pub fn run(args: BatchArgs) -> Result<u8> {
         }
     }
     eprintln!("{ok} ok, {failed} failed: {}", csv.display());
+    if args.report {
+        let csvs = match shard_of {
+            None => vec![csv],
+            Some((_, n)) => voxseg::review::default_csvs(&args.output)?
+                .into_iter()
+                .filter(|p| p.to_string_lossy().ends_with(&format!("-of-{n}.csv")))
+                .collect(),
+        };
+        super::report::write(&args.output, &csvs, &args.output.join("report.html"))?;
+    }
     Ok(if failed > 0 { 1 } else { 0 })
 }

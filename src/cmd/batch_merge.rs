@@ -8,7 +8,7 @@ use anyhow::Result;
 /// them, refusing files whose columns differ (another model or voxseg version) and
 /// case ids that appear twice. The output is written atomically.
 ///
-/// Example: voxseg batch-merge out/volumes-shard-*-of-4.csv -o out/volumes.csv
+/// Example: voxseg batch-merge out/volumes-shard-*-of-4.csv -o out/volumes.csv --report
 #[derive(clap::Args)]
 pub struct BatchMergeArgs {
     /// The shard CSV files.
@@ -17,10 +17,21 @@ pub struct BatchMergeArgs {
     /// Where to write the merged CSV.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Also write report.html, the review page (see `voxseg report`), beside the
+    /// merged CSV, of it and the case folders there.
+    #[arg(long)]
+    pub report: bool,
 }
 
 pub fn run(args: BatchMergeArgs) -> Result<()> {
     let summary = voxseg::batch::merge(&args.shards, &args.output)?;
     eprintln!("merged {} rows from {} files into {}", summary.rows, summary.files, args.output.display());
+    if args.report {
+        let dir = match args.output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        super::report::write(&dir, std::slice::from_ref(&args.output), &dir.join("report.html"))?;
+    }
     Ok(())
 }

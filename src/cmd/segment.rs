@@ -1,6 +1,9 @@
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use voxseg::segment::{prepare, segment, stats, write, Model, Outputs};
 
 /// Segment the organs of one CT and measure them.
@@ -68,12 +71,26 @@ pub fn run(args: SegmentArgs) -> Result<()> {
             args.ct.display()
         );
     }
-    let model = Model::load(args.model.as_deref(), args.run_on.apply()?)?;
-    model.announce();
+    let device = args.run_on.apply()?;
+    // The current stage on a terminal (a CPU run takes a minute); nothing otherwise.
+    // Cleared when done, and on an error too (when it is dropped).
+    let spinner = ProgressBar::new_spinner().with_finish(ProgressFinish::AndClear);
+    spinner.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner.set_message("loading the model");
+    let model = Model::load(args.model.as_deref(), device)?;
+    spinner.suspend(|| model.announce());
+    spinner.set_message(format!("reading and preprocessing {}", args.ct.display()));
     let prepared = prepare(&args.ct, args.series.as_deref(), &model.package)?;
+    spinner.set_message(format!(
+        "running {} on {}, then cleaning up and measuring",
+        model.package.name, model.device.name
+    ));
     let mut seg = segment(&model, &prepared)?;
+    spinner.set_message(format!("writing {}", args.output.display()));
     let outputs = Outputs { preview: args.preview, rtstruct: args.rtstruct, dicom_seg: args.dicom_seg };
     seg.timings = write(&args.output, &model, &prepared, &seg, outputs)?;
+    spinner.finish_and_clear();
     if args.verbose {
         let t = &seg.timings;
         eprintln!(

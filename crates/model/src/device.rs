@@ -47,8 +47,38 @@ pub fn cpu() -> Selected {
     }
 }
 
+/// On a headless Linux machine without `XDG_RUNTIME_DIR` (a container, ssh, a batch
+/// job), the Vulkan drivers' Wayland check prints "XDG_RUNTIME_DIR is invalid or not set
+/// in the environment" several times while wgpu looks for adapters. Before the first
+/// probe, point an unset or invalid one at a private directory of this user's
+/// (`$TMPDIR/voxseg-runtime-UID`, mode 0700): there is no display to find there either,
+/// but nothing is printed. Done once, at the first probe, before the device's threads
+/// exist; a directory that is not ours and private is left alone (the notice stays).
+fn quiet_headless_vulkan() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let current = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from);
+            if current.is_some_and(|d| d.is_absolute() && d.is_dir()) {
+                return;
+            }
+            let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return };
+            let dir = std::env::temp_dir().join(format!("voxseg-runtime-{uid}"));
+            let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+            let private = std::fs::symlink_metadata(&dir)
+                .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+            if private {
+                std::env::set_var("XDG_RUNTIME_DIR", &dir);
+            }
+        });
+    }
+}
+
 /// Opens wgpu's default adapter; a panic inside wgpu (no adapter, no driver) is an error.
 fn wgpu() -> Result<Selected, Error> {
+    quiet_headless_vulkan();
     let opened = catch_unwind(AssertUnwindSafe(|| {
         let device = Device::wgpu(DeviceKind::DefaultDevice);
         let identity = device.as_dispatch().identity();
