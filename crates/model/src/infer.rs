@@ -82,6 +82,19 @@ pub fn predict(
     if input.len() != shape.iter().product::<usize>() {
         return Err(bad("voxel count does not match the shape"));
     }
+    let result = run_network(net, input, shape, device, opts);
+    crate::kernels::release_scratch();
+    result
+}
+
+/// [`predict`] once its input is checked.
+fn run_network(
+    net: &AnatomyNet,
+    input: &[f32],
+    shape: [usize; 3],
+    device: &Device,
+    opts: &Options,
+) -> Result<Prediction, Error> {
     let total: usize = shape.iter().product();
     let keep = opts.keep_probabilities;
     if let Some(max) = opts.tile_voxels {
@@ -360,6 +373,7 @@ pub fn predict_multipath(
     // The network's kernel axes run along i, j, k: put x first, and back after.
     let p = net.forward(x.permute([0, 1, 4, 3, 2])).permute([0, 1, 4, 3, 2]);
     sync(device);
+    crate::kernels::release_scratch();
     t.forward_ms = ms(start);
     let start = Instant::now();
     let p = floats(p);

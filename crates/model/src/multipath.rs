@@ -13,9 +13,9 @@
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::PaddingConfig3d;
 use burn::prelude::*;
-use burn::tensor::activation::{leaky_relu, sigmoid};
+use burn::tensor::activation::sigmoid;
 
-use crate::kernels::{conv_bn_act, Activation};
+use crate::kernels::{conv_bn_act, instance_norm_act, Activation};
 
 #[derive(Config, Debug, PartialEq)]
 pub struct MultipathUnetConfig {
@@ -113,10 +113,7 @@ impl MultipathUnet {
 
     /// Instance normalisation over the whole segment per channel, then LeakyReLU.
     fn norm(&self, x: Tensor<5>) -> Tensor<5> {
-        let mean = x.clone().mean_dims(&[2, 3, 4]);
-        let centred = x - mean;
-        let std = centred.clone().powi_scalar(2).mean_dims(&[2, 3, 4]).sqrt();
-        leaky_relu(centred / (std + self.epsilon), self.slope)
+        instance_norm_act(x, self.epsilon, Activation::LeakyRelu(self.slope as f32))
     }
 
     fn max_pool(&self, x: Tensor<5>) -> Tensor<5> {

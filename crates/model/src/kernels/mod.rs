@@ -19,7 +19,7 @@ use burn::prelude::*;
 use burn::tensor::activation::leaky_relu;
 use rayon::prelude::*;
 
-pub use conv3d::Activation;
+pub use conv3d::{release_scratch, Activation};
 
 /// `act(bn(conv(x)))` with `bn` in inference mode (running statistics).
 pub fn conv_bn_act(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Activation) -> Tensor<5> {
@@ -72,6 +72,33 @@ pub fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, 
         o.iter_mut().zip(r).for_each(|(o, r)| *o = act.apply(*o * g + *r));
     });
     Tensor::from_data(TensorData::new(out, dims), &device)
+}
+
+/// `act((x - mean) / (std + epsilon))` per `[n, c]` over the whole volume (population
+/// standard deviation): the liver network's instance normalisation, in two passes over
+/// `x` in place on the CPU instead of five full-size temporaries.
+pub fn instance_norm_act(x: Tensor<5>, epsilon: f64, act: Activation) -> Tensor<5> {
+    if !matches!(x.device().as_dispatch(), DispatchDevice::Flex(_)) {
+        let mean = x.clone().mean_dims(&[2, 3, 4]);
+        let centred = x - mean;
+        let std = centred.clone().powi_scalar(2).mean_dims(&[2, 3, 4]).sqrt();
+        let y = centred / (std + epsilon);
+        return match act {
+            Activation::Identity => y,
+            Activation::LeakyRelu(slope) => leaky_relu(y, slope as f64),
+        };
+    }
+    let device = x.device();
+    let dims = x.dims();
+    let mut v = floats(x);
+    v.par_chunks_mut(dims[2] * dims[3] * dims[4]).for_each(|channel| {
+        let n = channel.len() as f64;
+        let mean = channel.iter().map(|&a| a as f64).sum::<f64>() / n;
+        let var = channel.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n;
+        let (mean, scale) = (mean as f32, (1.0 / (var.sqrt() + epsilon)) as f32);
+        channel.iter_mut().for_each(|a| *a = act.apply((*a - mean) * scale));
+    });
+    Tensor::from_data(TensorData::new(v, dims), &device)
 }
 
 /// Inference on the CPU backend, a stride-1 "same" convolution of a kernel shape
