@@ -4,7 +4,7 @@
 
 use crate::discretise::Discrete;
 use crate::linalg::symmetric_eigenvalues;
-use crate::texture::{angles, each_masked, Grid};
+use crate::texture::{angles, each_masked, each_neighbour, Grid};
 use crate::{nanmean, Roi, EPS};
 
 pub(crate) const NAMES: &[&str] = &[
@@ -40,16 +40,16 @@ fn matrices(roi: &Roi, disc: &Discrete, distances: &[usize]) -> Vec<Vec<f64>> {
     let rows = disc.rows();
     let n = disc.levels.len();
     let grid = Grid { shape: roi.shape };
+    let offsets = grid.offsets(&dirs);
+    let reach = distances.iter().copied().max().unwrap_or(1);
     let mut p = vec![vec![0.0; n * n]; dirs.len()];
     each_masked(roi.shape, &roi.mask, |i, z, y, x| {
         let gi = rows[disc.gl[i] as usize];
-        for (a, dir) in dirs.iter().enumerate() {
-            if let Some(j) = grid.step(z, y, x, dir) {
-                if roi.mask[j] {
-                    p[a][gi * n + rows[disc.gl[j] as usize]] += 1.0;
-                }
+        each_neighbour(&grid, &dirs, &offsets, reach, (i, z, y, x), |a, j| {
+            if roi.mask[j] {
+                p[a][gi * n + rows[disc.gl[j] as usize]] += 1.0;
             }
-        }
+        });
     });
     p
 }

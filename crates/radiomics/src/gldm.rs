@@ -3,7 +3,7 @@
 //! in the mask differ from it by at most `gldm_a`.
 
 use crate::discretise::Discrete;
-use crate::texture::{angles, each_masked, Grid};
+use crate::texture::{angles, each_masked, each_neighbour, Grid};
 use crate::{Roi, EPS};
 
 pub(crate) const NAMES: &[&str] = &[
@@ -31,16 +31,16 @@ pub(crate) fn features(roi: &Roi, disc: &Discrete, distances: &[usize], alpha: i
     let nd = dirs.len() + 1;
     // p[row * nd + dependence]; dependence j counts as j + 1 in the features.
     let mut p = vec![0.0; n * nd];
+    let offsets = grid.offsets(&dirs);
+    let reach = distances.iter().copied().max().unwrap_or(1);
     each_masked(roi.shape, &roi.mask, |i, z, y, x| {
         let g = disc.gl[i] as i64;
         let mut dep = 0usize;
-        for d in &dirs {
-            if let Some(j) = grid.step(z, y, x, d) {
-                if roi.mask[j] && (g - disc.gl[j] as i64).abs() <= alpha {
-                    dep += 1;
-                }
+        each_neighbour(&grid, &dirs, &offsets, reach, (i, z, y, x), |_, j| {
+            if roi.mask[j] && (g - disc.gl[j] as i64).abs() <= alpha {
+                dep += 1;
             }
-        }
+        });
         p[rows[g as usize] * nd + dep] += 1.0;
     });
     let ivec: Vec<f64> = disc.levels.iter().map(|&l| l as f64).collect();

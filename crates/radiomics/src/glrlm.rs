@@ -30,6 +30,7 @@ fn matrix(roi: &Roi, disc: &Discrete, rows: &[usize], dir: &[i64; 3], nr: usize)
     let n = disc.levels.len();
     let grid = Grid { shape: roi.shape };
     let back = [-dir[0], -dir[1], -dir[2]];
+    let offset = grid.offsets(&[*dir])[0];
     let mut p = vec![0.0; n * nr];
     let mut multi_element = false;
     let [nz, ny, nx] = roi.shape;
@@ -40,10 +41,21 @@ fn matrix(roi: &Roi, disc: &Discrete, rows: &[usize], dir: &[i64; 3], nr: usize)
                 if grid.step(z, y, x, &back).is_some() {
                     continue;
                 }
-                let (mut cz, mut cy, mut cx) = (z, y, x);
+                // Voxels on the line: steps until the first dimension runs out, + 1.
+                let mut steps = usize::MAX;
+                for (d, (idx, size)) in [z, y, x].into_iter().zip(roi.shape).enumerate() {
+                    steps = steps.min(match dir[d] {
+                        0 => usize::MAX,
+                        a if a > 0 => (size - 1 - idx) / a as usize,
+                        a => idx / (-a) as usize,
+                    });
+                }
                 let mut j = (z * ny + y) * nx + x;
                 let (mut gl, mut rl, mut elements) = (0u32, 0usize, 0usize);
-                loop {
+                for k in 0..=steps {
+                    if k > 0 {
+                        j = (j as isize + offset) as usize;
+                    }
                     if roi.mask[j] {
                         elements += 1;
                         let g = disc.gl[j];
@@ -60,15 +72,6 @@ fn matrix(roi: &Roi, disc: &Discrete, rows: &[usize], dir: &[i64; 3], nr: usize)
                         p[rows[gl as usize] * nr + rl] += 1.0;
                         gl = 0;
                         rl = 0;
-                    }
-                    match grid.step(cz, cy, cx, dir) {
-                        Some(next) => {
-                            j = next;
-                            cz = (cz as i64 + dir[0]) as usize;
-                            cy = (cy as i64 + dir[1]) as usize;
-                            cx = (cx as i64 + dir[2]) as usize;
-                        }
-                        None => break,
                     }
                 }
                 if gl != 0 {
@@ -92,7 +95,8 @@ fn matrix(roi: &Roi, disc: &Discrete, rows: &[usize], dir: &[i64; 3], nr: usize)
 pub(crate) fn features(roi: &Roi, disc: &Discrete) -> Vec<(&'static str, f64)> {
     let rows = disc.rows();
     let nr = *roi.shape.iter().max().unwrap();
-    let mut mats: Vec<Vec<f64>> = angles(roi.shape, &[1], false).iter().map(|d| matrix(roi, disc, &rows, d, nr)).collect();
+    let mut mats: Vec<Vec<f64>> =
+        angles(roi.shape, &[1], false).iter().map(|d| matrix(roi, disc, &rows, d, nr)).collect();
     if mats.len() > 1 {
         mats.retain(|p| p.iter().sum::<f64>() != 0.0);
     }

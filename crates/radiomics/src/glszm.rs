@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::discretise::Discrete;
-use crate::texture::{angles, Grid};
+use crate::texture::{angles, each_neighbour, Grid};
 use crate::{Roi, EPS};
 
 pub(crate) const NAMES: &[&str] = &[
@@ -32,6 +32,7 @@ fn zones(roi: &Roi, disc: &Discrete) -> BTreeMap<(usize, usize), f64> {
     let rows = disc.rows();
     let dirs = angles(roi.shape, &[1], true);
     let grid = Grid { shape: roi.shape };
+    let offsets = grid.offsets(&dirs);
     let [_, ny, nx] = roi.shape;
     let mut todo = roi.mask.clone();
     let mut stack = Vec::new();
@@ -47,14 +48,12 @@ fn zones(roi: &Roi, disc: &Discrete) -> BTreeMap<(usize, usize), f64> {
         while let Some(k) = stack.pop() {
             size += 1;
             let (z, y, x) = (k / (ny * nx), (k / nx) % ny, k % nx);
-            for d in &dirs {
-                if let Some(j) = grid.step(z, y, x, d) {
-                    if todo[j] && disc.gl[j] == gl {
-                        todo[j] = false;
-                        stack.push(j);
-                    }
+            each_neighbour(&grid, &dirs, &offsets, 1, (k, z, y, x), |_, j| {
+                if todo[j] && disc.gl[j] == gl {
+                    todo[j] = false;
+                    stack.push(j);
                 }
-            }
+            });
         }
         *out.entry((rows[gl as usize], size)).or_insert(0.0) += 1.0;
     }

@@ -15,8 +15,8 @@
 
 mod discretise;
 mod firstorder;
-mod gldm;
 mod glcm;
+mod gldm;
 mod glrlm;
 mod glszm;
 mod linalg;
@@ -220,7 +220,8 @@ fn crop(input: &Input, settings: &Settings) -> Result<Roi, RoiError> {
         }
     }
     let len = shape[0] * shape[1] * shape[2];
-    let (mut mask, mut image, mut values) = (Vec::with_capacity(len), Vec::with_capacity(len), Vec::with_capacity(count));
+    let (mut mask, mut image, mut values) =
+        (Vec::with_capacity(len), Vec::with_capacity(len), Vec::with_capacity(count));
     for z in lo[0]..=hi[0] {
         for y in lo[1]..=hi[1] {
             let row = (z * ny + y) * nx;

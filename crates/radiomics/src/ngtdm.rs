@@ -3,7 +3,7 @@
 //! their neighbours in the mask (26 at distance 1).
 
 use crate::discretise::Discrete;
-use crate::texture::{angles, each_masked, Grid};
+use crate::texture::{angles, each_masked, each_neighbour, Grid};
 use crate::Roi;
 
 pub(crate) const NAMES: &[&str] = &["Busyness", "Coarseness", "Complexity", "Contrast", "Strength"];
@@ -13,16 +13,16 @@ pub(crate) fn features(roi: &Roi, disc: &Discrete, distances: &[usize]) -> Vec<(
     let grid = Grid { shape: roi.shape };
     let ng = disc.ng as usize;
     let (mut count, mut sdiff) = (vec![0.0f64; ng + 1], vec![0.0f64; ng + 1]);
+    let offsets = grid.offsets(&dirs);
+    let reach = distances.iter().copied().max().unwrap_or(1);
     each_masked(roi.shape, &roi.mask, |i, z, y, x| {
         let (mut n, mut sum) = (0.0f64, 0.0f64);
-        for d in &dirs {
-            if let Some(j) = grid.step(z, y, x, d) {
-                if roi.mask[j] {
-                    n += 1.0;
-                    sum += disc.gl[j] as f64;
-                }
+        each_neighbour(&grid, &dirs, &offsets, reach, (i, z, y, x), |_, j| {
+            if roi.mask[j] {
+                n += 1.0;
+                sum += disc.gl[j] as f64;
             }
-        }
+        });
         let g = disc.gl[i] as usize;
         let diff = if n == 0.0 { 0.0 } else { (g as f64 - sum / n).abs() };
         count[g] += 1.0;

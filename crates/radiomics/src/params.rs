@@ -90,12 +90,14 @@ fn scalar(s: &str, line: usize) -> Result<Yaml, ParamsError> {
         }
         let mut map = Vec::new();
         for part in inner.split(',') {
-            let (k, v) = part.split_once(':').ok_or_else(|| syntax(line, format!("expected key: value in {{{inner}}}")))?;
+            let (k, v) =
+                part.split_once(':').ok_or_else(|| syntax(line, format!("expected key: value in {{{inner}}}")))?;
             map.push((unquote(k.trim()), scalar(v, line)?));
         }
         return Ok(Yaml::Map(map));
     }
-    if (s.starts_with('"') && s.ends_with('"') && s.len() >= 2) || (s.starts_with('\'') && s.ends_with('\'') && s.len() >= 2)
+    if (s.starts_with('"') && s.ends_with('"') && s.len() >= 2)
+        || (s.starts_with('\'') && s.ends_with('\'') && s.len() >= 2)
     {
         return Ok(Yaml::Str(s[1..s.len() - 1].to_string()));
     }
@@ -278,7 +280,10 @@ fn apply_setting(key: &str, v: &Yaml, p: &mut Params) -> Result<(), ParamsError>
         }
         "resampledPixelSpacing" => {
             if *v != Yaml::Null {
-                return Err(unsupported(key, " (no resampling: resample the CT and mask first, e.g. voxseg's preprocessing, or leave it null)"));
+                return Err(unsupported(
+                    key,
+                    " (no resampling: resample the CT and mask first, e.g. voxseg's preprocessing, or leave it null)",
+                ));
             }
         }
         "normalize" => {
@@ -357,7 +362,10 @@ impl Params {
                                 let mut names = Vec::new();
                                 for item in items {
                                     let Yaml::Str(f) = item else {
-                                        return Err(value_err(&name, format!("feature names are strings, found {item:?}")));
+                                        return Err(value_err(
+                                            &name,
+                                            format!("feature names are strings, found {item:?}"),
+                                        ));
                                     };
                                     if !class.features().contains(&f.as_str()) {
                                         let why = if DEPRECATED.contains(&f.as_str()) {
@@ -371,7 +379,9 @@ impl Params {
                                 }
                                 Some(names)
                             }
-                            other => return Err(value_err(&name, format!("expected a list of features, found {other:?}"))),
+                            other => {
+                                return Err(value_err(&name, format!("expected a list of features, found {other:?}")))
+                            }
                         };
                         p.settings.classes.push((class, only));
                     }
@@ -388,7 +398,9 @@ impl Params {
                         }
                     }
                 }
-                other => return Err(unsupported(other, " (the sections read are setting, featureClass and imageType)")),
+                other => {
+                    return Err(unsupported(other, " (the sections read are setting, featureClass and imageType)"))
+                }
             }
         }
         Ok(p)

@@ -3,8 +3,6 @@
 //! edge midpoint), the signed-tetrahedron mesh volume, the surface area, the largest
 //! vertex-to-vertex distances, and the PCA of the voxel centres.
 
-use std::collections::HashMap;
-
 use crate::linalg::symmetric_eigenvalues;
 use crate::Roi;
 
@@ -116,7 +114,7 @@ fn mesh(mask: &[bool], shape: [usize; 3], spacing: [f64; 3]) -> Mesh {
             }
         }
     }
-    Mesh { area, volume: volume / 6.0, diameters: diameters(&vertices, spacing) }
+    Mesh { area, volume: volume / 6.0, diameters: diameters(&vertices, [2 * pz, 2 * py, 2 * px], spacing) }
 }
 
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
@@ -128,24 +126,26 @@ fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
 /// along their axis-parallel lines can realise a maximum (a point strictly between
 /// two others on a segment is never farther from anything than both ends), so the
 /// quadratic search runs on those.
-fn diameters(v: &[[i32; 3]], spacing: [f64; 3]) -> [f64; 4] {
-    // For each axis d, the extent of every line along d: key = the other two coordinates.
+fn diameters(v: &[[i32; 3]], dims: [usize; 3], spacing: [f64; 3]) -> [f64; 4] {
+    // For each axis d, the extent of every line along d, indexed by the other two
+    // (doubled) coordinates; `dims` bounds the doubled coordinates.
     let extreme: Vec<Vec<bool>> = (0..3)
         .map(|d| {
-            let key = |p: &[i32; 3]| match d {
-                0 => (p[1], p[2]),
-                1 => (p[0], p[2]),
-                _ => (p[0], p[1]),
+            let (a, b) = match d {
+                0 => (1, 2),
+                1 => (0, 2),
+                _ => (0, 1),
             };
-            let mut ext: HashMap<(i32, i32), (i32, i32)> = HashMap::new();
+            let key = |p: &[i32; 3]| p[a] as usize * dims[b] + p[b] as usize;
+            let mut ext = vec![(i32::MAX, i32::MIN); dims[a] * dims[b]];
             for p in v {
-                let e = ext.entry(key(p)).or_insert((p[d], p[d]));
+                let e = &mut ext[key(p)];
                 e.0 = e.0.min(p[d]);
                 e.1 = e.1.max(p[d]);
             }
             v.iter()
                 .map(|p| {
-                    let e = ext[&key(p)];
+                    let e = ext[key(p)];
                     p[d] == e.0 || p[d] == e.1
                 })
                 .collect()
@@ -156,30 +156,88 @@ fn diameters(v: &[[i32; 3]], spacing: [f64; 3]) -> [f64; 4] {
         let ab = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
         ab[0] * ab[0] + ab[1] * ab[1] + ab[2] * ab[2]
     };
-    let max_pairs = |pts: &[[f64; 3]]| {
-        let mut best = 0.0f64;
-        for (i, a) in pts.iter().enumerate() {
-            for b in &pts[..i] {
-                best = best.max(dist2(a, b));
-            }
-        }
-        best
-    };
+    let max_pairs = |pts: &[[f64; 3]]| max_distance2(pts, dist2);
     // 3-D: extreme along every axis.
     let all: Vec<[f64; 3]> =
         v.iter().enumerate().filter(|(i, _)| extreme.iter().all(|e| e[*i])).map(|(_, p)| pos(p)).collect();
     let d3 = max_pairs(&all);
     // In a plane of fixed coordinate `fixed`: extreme along the two in-plane axes.
     let planar = |fixed: usize| {
-        let mut groups: HashMap<i32, Vec<[f64; 3]>> = HashMap::new();
+        let mut groups: Vec<Vec<[f64; 3]>> = vec![Vec::new(); dims[fixed]];
         for (i, p) in v.iter().enumerate() {
             if (0..3).filter(|&d| d != fixed).all(|d| extreme[d][i]) {
-                groups.entry(p[fixed]).or_default().push(pos(p));
+                groups[p[fixed] as usize].push(pos(p));
             }
         }
-        groups.values().map(|g| max_pairs(g)).fold(0.0f64, f64::max)
+        groups.iter().map(|g| max_pairs(g)).fold(0.0f64, f64::max)
     };
     [planar(0).sqrt(), planar(1).sqrt(), planar(2).sqrt(), d3.sqrt()]
+}
+
+/// The largest `dist2` between two of `pts`, exactly. The points are binned into a
+/// coarse grid of cells; cell pairs are visited by decreasing upper bound (the
+/// farthest corners of the cells' bounding boxes) and the search stops once that bound
+/// is below the best distance found, so only the few pairs that can hold the
+/// diameter are compared point by point.
+fn max_distance2(pts: &[[f64; 3]], dist2: impl Fn(&[f64; 3], &[f64; 3]) -> f64) -> f64 {
+    if pts.len() < 2 {
+        return 0.0;
+    }
+    let bbox = |it: &mut dyn Iterator<Item = &[f64; 3]>| {
+        let (mut lo, mut hi) = ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
+        for p in it {
+            for d in 0..3 {
+                lo[d] = lo[d].min(p[d]);
+                hi[d] = hi[d].max(p[d]);
+            }
+        }
+        (lo, hi)
+    };
+    let (lo, hi) = bbox(&mut pts.iter());
+    const K: usize = 8;
+    let cell_of = |p: &[f64; 3]| {
+        let c = |d: usize| {
+            let w = hi[d] - lo[d];
+            if w > 0.0 {
+                (((p[d] - lo[d]) / w * K as f64) as usize).min(K - 1)
+            } else {
+                0
+            }
+        };
+        (c(0) * K + c(1)) * K + c(2)
+    };
+    let mut cells: Vec<Vec<[f64; 3]>> = vec![Vec::new(); K * K * K];
+    for p in pts {
+        cells[cell_of(p)].push(*p);
+    }
+    cells.retain(|c| !c.is_empty());
+    let boxes: Vec<([f64; 3], [f64; 3])> = cells.iter().map(|c| bbox(&mut c.iter())).collect();
+    let mut pairs: Vec<(f64, usize, usize)> = Vec::with_capacity(cells.len() * (cells.len() + 1) / 2);
+    for a in 0..cells.len() {
+        for b in a..cells.len() {
+            let (la, ha) = boxes[a];
+            let (lb, hb) = boxes[b];
+            let ub: f64 = (0..3).map(|d| (ha[d] - lb[d]).abs().max((hb[d] - la[d]).abs()).powi(2)).sum();
+            // Slightly enlarged so rounding can never make it smaller than a real distance.
+            pairs.push((ub * (1.0 + 1e-9), a, b));
+        }
+    }
+    pairs.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let mut best = 0.0f64;
+    for &(ub, a, b) in &pairs {
+        if ub < best {
+            break;
+        }
+        for p in &cells[a] {
+            for q in &cells[b] {
+                let d = dist2(p, q);
+                if d > best {
+                    best = d;
+                }
+            }
+        }
+    }
+    best
 }
 
 /// Eigenvalues (ascending) of the covariance of the voxel centres in mm.

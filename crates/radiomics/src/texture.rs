@@ -71,6 +71,43 @@ impl Grid {
         }
         Some((zz as usize * ny + yy as usize) * nx + xx as usize)
     }
+
+    /// Linear index offsets of the directions.
+    pub fn offsets(&self, dirs: &[[i64; 3]]) -> Vec<isize> {
+        let [_, ny, nx] = self.shape;
+        dirs.iter().map(|a| ((a[0] * ny as i64 + a[1]) * nx as i64 + a[2]) as isize).collect()
+    }
+
+    /// True when every offset of infinity norm <= `r` stays inside the image.
+    #[inline]
+    pub fn interior(&self, z: usize, y: usize, x: usize, r: usize) -> bool {
+        let [nz, ny, nx] = self.shape;
+        z >= r && y >= r && x >= r && z + r < nz && y + r < ny && x + r < nx
+    }
+}
+
+/// Calls `f(a, j)` for each direction `a` whose neighbour `j` of voxel `i` at
+/// `(z, y, x)` is inside the image.
+#[inline]
+pub(crate) fn each_neighbour(
+    grid: &Grid,
+    dirs: &[[i64; 3]],
+    offsets: &[isize],
+    reach: usize,
+    (i, z, y, x): (usize, usize, usize, usize),
+    mut f: impl FnMut(usize, usize),
+) {
+    if grid.interior(z, y, x, reach) {
+        for (a, &o) in offsets.iter().enumerate() {
+            f(a, (i as isize + o) as usize);
+        }
+    } else {
+        for (a, d) in dirs.iter().enumerate() {
+            if let Some(j) = grid.step(z, y, x, d) {
+                f(a, j);
+            }
+        }
+    }
 }
 
 /// Calls `f(index, z, y, x)` for every voxel of the mask, in array order.
