@@ -1,7 +1,7 @@
 //! Gray-level discretisation: pyradiomics' `imageoperations.getBinEdges` and
 //! `binImage` (numpy `arange`, `histogram` and `digitize`), on the voxels of the mask.
 
-use crate::{Binning, Roi};
+use crate::{Binning, Roi, RoiError};
 
 /// Discretised ROI: level 1.. inside the mask, 0 outside.
 pub(crate) struct Discrete {
@@ -33,8 +33,12 @@ fn remainder(a: f64, b: f64) -> f64 {
     }
 }
 
-/// pyradiomics' `getBinEdges`.
-pub(crate) fn bin_edges(values: &[f64], binning: Binning) -> Vec<f64> {
+/// Most bins a discretisation may make (a tiny binWidth over a wide range would
+/// otherwise allocate without bound).
+pub(crate) const MAX_BINS: usize = 1 << 20;
+
+/// pyradiomics' `getBinEdges`; `None` when it would make more than MAX_BINS bins.
+pub(crate) fn bin_edges(values: &[f64], binning: Binning) -> Option<Vec<f64>> {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     match binning {
@@ -42,15 +46,18 @@ pub(crate) fn bin_edges(values: &[f64], binning: Binning) -> Vec<f64> {
             let low = min - remainder(min, w);
             let high = max + 2.0 * w;
             // numpy.arange(low, high, w): ceil((high - low) / w) values low + k * w.
-            let n = ((high - low) / w).ceil().max(0.0) as usize;
-            let edges: Vec<f64> = (0..n).map(|k| low + k as f64 * w).collect();
-            if edges.len() == 1 {
-                vec![edges[0] - 0.5, edges[0] + 0.5]
-            } else {
-                edges
+            let n = ((high - low) / w).ceil().max(0.0);
+            if n > MAX_BINS as f64 {
+                return None;
             }
+            let n = n as usize;
+            let edges: Vec<f64> = (0..n).map(|k| low + k as f64 * w).collect();
+            Some(if edges.len() == 1 { vec![edges[0] - 0.5, edges[0] + 0.5] } else { edges })
         }
         Binning::Count(count) => {
+            if count > MAX_BINS {
+                return None;
+            }
             // numpy.histogram(values, count)[1]: linspace(min, max, count + 1), then the
             // last edge + 1 so numpy.digitize puts the maximum in the last bin.
             let (mut first, mut last) = (min, max);
@@ -65,7 +72,7 @@ pub(crate) fn bin_edges(values: &[f64], binning: Binning) -> Vec<f64> {
                 .collect();
             edges[count] = last;
             edges[count] += 1.0;
-            edges
+            Some(edges)
         }
     }
 }
@@ -76,8 +83,8 @@ fn digitize(x: f64, edges: &[f64]) -> u32 {
     edges.partition_point(|&e| e <= x) as u32
 }
 
-pub(crate) fn discretise(roi: &Roi, binning: Binning) -> Discrete {
-    let edges = bin_edges(&roi.values, binning);
+pub(crate) fn discretise(roi: &Roi, binning: Binning) -> Result<Discrete, RoiError> {
+    let edges = bin_edges(&roi.values, binning).ok_or(RoiError::TooManyBins { max: MAX_BINS })?;
     let gl: Vec<u32> =
         roi.image.iter().zip(&roi.mask).map(|(&v, &m)| if m { digitize(v, &edges) } else { 0 }).collect();
     let mut present = vec![false; edges.len() + 2];
@@ -88,5 +95,25 @@ pub(crate) fn discretise(roi: &Roi, binning: Binning) -> Discrete {
     }
     let levels: Vec<u32> = (0..present.len() as u32).filter(|&l| present[l as usize]).collect();
     let ng = *levels.last().unwrap_or(&0);
-    Discrete { gl, levels, ng }
+    Ok(Discrete { gl, levels, ng })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Expected values from numpy: np.digitize(v, np.arange(-100, 150, 25)) and
+    // np.histogram([0, 3, 10], 2)[1] with the last edge + 1.
+    #[test]
+    fn bin_edges_and_digitize_follow_numpy() {
+        let edges = bin_edges(&[-77.0, 100.0], Binning::Width(25.0)).unwrap();
+        assert_eq!(edges, (0..10).map(|k| -100.0 + 25.0 * k as f64).collect::<Vec<_>>());
+        let levels: Vec<u32> = [-77.0, 100.0, -75.0, 24.9].iter().map(|&v| digitize(v, &edges)).collect();
+        assert_eq!(levels, [1, 9, 2, 5]);
+        let edges = bin_edges(&[0.0, 3.0, 10.0], Binning::Count(2)).unwrap();
+        assert_eq!(edges, [0.0, 5.0, 11.0]);
+        let levels: Vec<u32> = [0.0, 3.0, 5.0, 10.0].iter().map(|&v| digitize(v, &edges)).collect();
+        assert_eq!(levels, [1, 1, 2, 2]);
+        assert!(bin_edges(&[0.0, 1e9], Binning::Width(1e-3)).is_none());
+    }
 }

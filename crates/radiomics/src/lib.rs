@@ -148,6 +148,8 @@ pub enum RoiError {
     TooFewDimensions { found: usize, required: usize },
     #[error("the structure has {voxels} voxels, not more than minimumROISize {minimum}")]
     TooSmall { voxels: usize, minimum: usize },
+    #[error("the discretisation would make more than {max} gray levels: raise binWidth or lower binCount")]
+    TooManyBins { max: usize },
     #[error("image ({image} voxels) and mask ({mask} voxels) differ in size, or the shape {shape:?} does not match")]
     Size { image: usize, mask: usize, shape: [usize; 3] },
 }
@@ -242,7 +244,7 @@ fn crop(input: &Input, settings: &Settings) -> Result<Roi, RoiError> {
 /// where pyradiomics gives NaN.
 pub fn extract(input: &Input, settings: &Settings) -> Result<Vec<(String, f64)>, RoiError> {
     let roi = crop(input, settings)?;
-    let disc = discretise::discretise(&roi, settings.binning);
+    let disc = discretise::discretise(&roi, settings.binning)?;
     let enabled: Vec<Class> = Class::ALL.into_iter().filter(|c| settings.classes.iter().any(|(k, _)| k == c)).collect();
     use rayon::prelude::*;
     let mut per_class: Vec<(Class, Vec<(&'static str, f64)>)> = enabled
