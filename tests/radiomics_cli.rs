@@ -199,7 +199,7 @@ fn flat_and_perforated_masks_equal_pyradiomics_run_live() {
                 if k != mid {
                     flat.data_mut()[v] = 0;
                 }
-                if i % 3 == 0 && j % 2 == 0 {
+                if (i % 3, j % 2) == (0, 0) {
                     holes.data_mut()[v] = 0;
                 }
             }

@@ -13,6 +13,9 @@
 //! SimpleITK image; for a NIfTI buffer stored with `i` fastest that is `[k, j, i]`.
 //! Names are pyradiomics' own: `original_<class>_<Feature>`.
 
+// Loops over the three axes of a coordinate read best indexed.
+#![allow(clippy::needless_range_loop)]
+
 mod discretise;
 mod firstorder;
 mod glcm;
