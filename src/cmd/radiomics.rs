@@ -233,12 +233,13 @@ pub fn run(args: RadiomicsArgs) -> Result<()> {
             write_text(w, &out, &settings)
         }
     };
+    // Rendered whole, then written at once (standard output is line-buffered).
+    let mut buf = Vec::new();
+    render(&mut buf)?;
     match &args.output {
         Some(path) => {
-            let mut buf = Vec::new();
-            render(&mut buf)?;
             write_atomically(path, |w| w.write_all(&buf)).with_context(|| format!("cannot write {}", path.display()))
         }
-        None => render(&mut std::io::stdout().lock()),
+        None => Ok(std::io::stdout().lock().write_all(&buf)?),
     }
 }
