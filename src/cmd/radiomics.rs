@@ -24,8 +24,8 @@ use voxseg_radiomics::{extract, Binning, Input, Params, Settings};
 /// --params reads a pyradiomics parameter YAML (setting:, featureClass:,
 /// imageType: Original); keys it cannot honour are refused by name (exit 2).
 ///
-/// Structures pyradiomics refuses (absent, a single voxel, flat in fewer than
-/// minimumROIDimensions dimensions) are reported with "error" and every feature null;
+/// Structures pyradiomics refuses (absent, a single voxel, extending in fewer than
+/// minimumROIDimensions = 2 dimensions) are reported with "error" and every feature null;
 /// features pyradiomics gives as NaN are null too (empty cells in CSV).
 ///
 /// Examples:
@@ -43,7 +43,7 @@ pub struct RadiomicsArgs {
     pub labels: PathBuf,
     /// Only these label ids (repeatable) [default: every non-zero label, or the
     /// parameter file's `label`].
-    #[arg(long = "label")]
+    #[arg(long = "label", value_name = "N")]
     pub only: Vec<u16>,
     /// Names for label ids: JSON object {"1": "spleen", ...} or CSV `label,name`.
     #[arg(long)]
