@@ -8,6 +8,7 @@ pub mod evaluate;
 pub mod import;
 pub mod inspect;
 pub mod measure;
+pub mod radiomics;
 pub mod report;
 pub mod segment;
 pub mod train;
