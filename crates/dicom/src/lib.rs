@@ -16,6 +16,7 @@ mod seg;
 
 pub use contour::{contours, Contour};
 pub use error::{Error, ErrorKind};
+pub use objects::utc_now;
 pub use read::{is_dicom_file, list_series, read_series, CtSeries, SeriesSummary, SliceRef};
 pub use rtstruct::write_rtstruct;
 pub use seg::write_seg;

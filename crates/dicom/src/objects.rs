@@ -173,10 +173,17 @@ pub(crate) fn derived(
 
 /// Today's date and time (UTC) as DICOM DA and TM.
 fn now() -> (String, String) {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
+    let [year, month, day, hour, minute, second] = utc_now();
+    (format!("{year:04}{month:02}{day:02}"), format!("{hour:02}{minute:02}{second:02}"))
+}
+
+/// The current UTC time as `[year, month, day, hour, minute, second]` (the civil date
+/// from days since 1970-01-01 by Howard Hinnant's algorithm): what DICOM's creation dates
+/// and the batch review page print.
+pub fn utc_now() -> [i64; 6] {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -185,7 +192,7 @@ fn now() -> (String, String) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    (format!("{year:04}{month:02}{day:02}"), format!("{:02}{:02}{:02}", rest / 3600, rest / 60 % 60, rest % 60))
+    [year, month, day, rest / 3600, rest / 60 % 60, rest % 60]
 }
 
 /// Writes `obj` as a DICOM Part 10 file (explicit VR little endian), atomically.
