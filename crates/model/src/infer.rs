@@ -15,6 +15,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::anatomynet::AnatomyNet;
+use crate::kernels::floats;
 use crate::multipath::MultipathUnet;
 use crate::Error;
 
@@ -124,10 +125,6 @@ fn upload(input: &[f32], [nx, ny, nz]: [usize; 3], device: &Device) -> (Tensor<5
     let x = Tensor::<5>::from_data(TensorData::new(input.to_vec(), [1, 1, nz, ny, nx]), device);
     sync(device);
     (x, ms(start))
-}
-
-fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("converted to f32")
 }
 
 fn class_ids<const D: usize>(t: Tensor<D, burn::tensor::Int>) -> Vec<u16> {

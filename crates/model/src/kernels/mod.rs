@@ -29,10 +29,7 @@ pub fn conv_bn_act(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Act
             Some(bn) => bn.forward(y),
             None => y,
         };
-        return match act {
-            Activation::Identity => y,
-            Activation::LeakyRelu(slope) => leaky_relu(y, slope as f64),
-        };
+        return act.on_tensor(y);
     }
     let device = x.device();
     let [n, cin, d, h, w] = x.dims();
@@ -49,17 +46,13 @@ pub fn conv_bn_act(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Act
 /// excitation gate) or none: the end of a residual block, in one pass over `h` on the
 /// CPU instead of three.
 pub fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, act: Activation) -> Tensor<5> {
-    let on_cpu = matches!(h.device().as_dispatch(), DispatchDevice::Flex(_));
-    if !on_cpu {
+    if !on_cpu_backend(&h) {
         let [n, c, _, _, _] = h.dims();
         let h = match gate {
             Some(g) => h * g.reshape([n, c, 1, 1, 1]),
             None => h,
         };
-        return match act {
-            Activation::Identity => h + residual,
-            Activation::LeakyRelu(slope) => leaky_relu(h + residual, slope as f64),
-        };
+        return act.on_tensor(h + residual);
     }
     let device = h.device();
     let dims = h.dims();
@@ -78,15 +71,11 @@ pub fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, 
 /// standard deviation): the liver network's instance normalisation, in two passes over
 /// `x` in place on the CPU instead of five full-size temporaries.
 pub fn instance_norm_act(x: Tensor<5>, epsilon: f64, act: Activation) -> Tensor<5> {
-    if !matches!(x.device().as_dispatch(), DispatchDevice::Flex(_)) {
+    if !on_cpu_backend(&x) {
         let mean = x.clone().mean_dims(&[2, 3, 4]);
         let centred = x - mean;
         let std = centred.clone().powi_scalar(2).mean_dims(&[2, 3, 4]).sqrt();
-        let y = centred / (std + epsilon);
-        return match act {
-            Activation::Identity => y,
-            Activation::LeakyRelu(slope) => leaky_relu(y, slope as f64),
-        };
+        return act.on_tensor(centred / (std + epsilon));
     }
     let device = x.device();
     let dims = x.dims();
@@ -105,7 +94,7 @@ pub fn instance_norm_act(x: Tensor<5>, epsilon: f64, act: Activation) -> Tensor<
 /// [`conv3d::handles`].
 fn runs_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
     let [kd, kh, kw] = conv.kernel_size;
-    matches!(x.device().as_dispatch(), DispatchDevice::Flex(_))
+    on_cpu_backend(x)
         && conv.stride == [1; 3]
         && conv.dilation == [1; 3]
         && conv.groups == 1
@@ -114,7 +103,23 @@ fn runs_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
         && conv3d::supported()
 }
 
-fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+/// On flex, which is the CPU without autodiff (training's device is `Autodiff`).
+fn on_cpu_backend(t: &Tensor<5>) -> bool {
+    matches!(t.device().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+impl Activation {
+    /// The same activation in burn's ops, for the devices voxseg's kernels do not serve.
+    fn on_tensor(self, y: Tensor<5>) -> Tensor<5> {
+        match self {
+            Activation::Identity => y,
+            Activation::LeakyRelu(slope) => leaky_relu(y, slope as f64),
+        }
+    }
+}
+
+/// A tensor's values as f32, moved out of the tensor where it is not shared.
+pub(crate) fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().expect("converted to f32")
 }
 
@@ -150,10 +155,7 @@ mod tests {
     fn reference(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Activation) -> Tensor<5> {
         let y = conv.forward(x);
         let y = bn.map_or(y.clone(), |bn| bn.forward(y));
-        match act {
-            Activation::Identity => y,
-            Activation::LeakyRelu(s) => leaky_relu(y, s as f64),
-        }
+        act.on_tensor(y)
     }
 
     fn max_abs_diff(a: Tensor<5>, b: Tensor<5>) -> (f32, f32) {
