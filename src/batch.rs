@@ -134,6 +134,20 @@ fn check_id(id: &str) -> Result<(), String> {
         .ok_or_else(|| format!("case id {id:?} cannot name a folder (no '/', '\\', ',' or control characters)"))
 }
 
+/// The results CSV of a batch: `volumes.csv`, or `volumes-shard-I-of-N.csv` for one
+/// shard of a `--shard I/N` run.
+pub fn results_csv_name(shard: Option<(u32, u32)>) -> String {
+    match shard {
+        Some((i, n)) => format!("volumes-shard-{i}-of-{n}.csv"),
+        None => "volumes.csv".into(),
+    }
+}
+
+/// Whether `name` is a shard's results CSV ([`results_csv_name`] with a shard).
+pub fn is_shard_csv_name(name: &str) -> bool {
+    name.starts_with("volumes-shard-") && name.ends_with(".csv")
+}
+
 /// A deterministic 1/N of the cases, by a stable hash of the case id, so a case
 /// stays in its shard when others are added (for Slurm arrays or indexed Jobs).
 pub fn shard(cases: Vec<Case>, index: u32, count: u32) -> Vec<Case> {

@@ -61,7 +61,7 @@ pub fn flag_meaning(flag: &str) -> String {
 /// The CSVs of a batch's output folder: `volumes.csv`, or else every
 /// `volumes-shard-I-of-N.csv` (a sharded batch not merged yet).
 pub fn default_csvs(out_dir: &Path) -> Result<Vec<PathBuf>> {
-    let merged = out_dir.join("volumes.csv");
+    let merged = out_dir.join(crate::batch::results_csv_name(None));
     if merged.is_file() {
         return Ok(vec![merged]);
     }
@@ -70,7 +70,7 @@ pub fn default_csvs(out_dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            name.starts_with("volumes-shard-") && name.ends_with(".csv")
+            crate::batch::is_shard_csv_name(&name)
         })
         .collect();
     shards.sort();

@@ -85,10 +85,7 @@ pub fn run(args: BatchArgs) -> Result<u8> {
     }
     columns.extend(["needs_review", "seconds"].map(String::from));
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
-    let csv = match shard_of {
-        Some((i, n)) => args.output.join(format!("volumes-shard-{i}-of-{n}.csv")),
-        None => args.output.join("volumes.csv"),
-    };
+    let csv = args.output.join(voxseg::batch::results_csv_name(shard_of));
     let mut journal = Journal::open(&csv, &columns, args.resume)?;
     let pending: Vec<_> = cases.iter().filter(|c| !journal.is_done(&c.id)).cloned().collect();
     let bar = ProgressBar::new(cases.len() as u64).with_position((cases.len() - pending.len()) as u64);
