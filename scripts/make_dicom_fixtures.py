@@ -11,24 +11,35 @@ Python at test time.
 
     pip install pydicom pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg nibabel numpy
     apt-get install libgdcm-tools            # gdcmconv, for JPEG 2000 / JPEG lossless
-    python3 scripts/make_dicom_fixtures.py   # rewrites tests/fixtures/dicom/
+    python3 scripts/make_dicom_fixtures.py   # rewrites tests/fixtures/dicom/ and dicom_wild/
+    python3 scripts/make_dicom_fixtures.py wild   # only dicom_wild/ (pydicom + highdicom)
+
+`dicom_wild/` holds DICOM as it arrives from anonymisers and PACS exports: blanked
+UIDs (only the file meta's MediaStorageSOPInstanceUID left), series in a DICOMDIR
+tree of subfolders beside non-DICOM files, deflated explicit VR, an enhanced
+(multi-frame) CT built by highdicom from single-frame slices, and two stacks no
+attribute tells apart (ambiguous: to be refused). It needs only pydicom and highdicom.
 """
 import json
 import math
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import highdicom
 import pydicom
+import pydicom.fileset
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage,
-                         RLELossless, generate_uid)
+from pydicom.uid import (CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "dicom"
+WILD = ROOT / "tests" / "fixtures" / "dicom_wild"
 CT = ROOT.parent / "shared" / "data" / "totalseg" / "example_ct_sm.nii.gz"
 # The small variants: a crop holding body and air, so every value range is exercised.
 CROP = (slice(40, 88), slice(30, 70), slice(10, 18))
@@ -118,15 +129,20 @@ class Series:
             ds.PixelData = stored.tobytes()
         return ds
 
-    def write(self, folder, ts=ExplicitVRLittleEndian, names=None, positions=None, skip=()):
+    def datasets(self, ts=ExplicitVRLittleEndian):
+        return [self.slice(k, pos, ts) for k, pos in enumerate(self.positions())]
+
+    def write(self, folder, ts=ExplicitVRLittleEndian, names=None, positions=None, skip=(), edit=None):
         folder.mkdir(parents=True, exist_ok=True)
         positions = positions or self.positions()
         for k, pos in enumerate(positions):
             if k in skip:
                 continue
             name = names[k] if names else f"{self.description}-{k:03d}.dcm"
-            native = ts in (ImplicitVRLittleEndian, RLELossless)
+            native = ts in (ImplicitVRLittleEndian, RLELossless, DeflatedExplicitVRLittleEndian)
             ds = self.slice(k, pos, ts if native else ExplicitVRLittleEndian)
+            if edit:
+                edit(ds)
             path = folder / name
             ds.save_as(path, enforce_file_format=True)
             # pydicom cannot encode these two: gdcm does, losslessly.
@@ -148,10 +164,57 @@ def rotation(axis, degrees):
 # --- pydicom's reading, independent of the writer above -------------------------------
 
 
-def read_series(folder, series_uid=None):
+class Frame:
+    """One 2-D image of a series: a single-frame file, or one frame of an enhanced file."""
+
+    def __init__(self, ds, ipp, iop, spacing, slope, intercept, pixels, frame=None):
+        self.ImagePositionPatient, self.ImageOrientationPatient, self.PixelSpacing = ipp, iop, spacing
+        self.hu = pixels.astype(np.float64) * float(slope) + float(intercept)
+        # Anonymisers blank SOPInstanceUID; the file meta still names the instance.
+        self.SOPInstanceUID = ds.get("SOPInstanceUID") or ds.file_meta.MediaStorageSOPInstanceUID
+        self.SeriesInstanceUID = ds.get("SeriesInstanceUID", "")
+        self.frame = frame
+
+
+def frames_of(ds):
+    """The frames of one file, geometry and rescale from the per-frame functional groups
+    (falling back on the shared ones) for enhanced objects."""
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        return [Frame(ds, ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing,
+                      ds.RescaleSlope, ds.RescaleIntercept, ds.pixel_array)]
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    pixels = ds.pixel_array.reshape(int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns))
+    out = []
+    for n, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        def group(name):
+            return (item if name in item else shared)[name][0]
+        transform = group("PixelValueTransformationSequence")
+        out.append(Frame(ds, group("PlanePositionSequence").ImagePositionPatient,
+                         group("PlaneOrientationSequence").ImageOrientationPatient,
+                         group("PixelMeasuresSequence").PixelSpacing,
+                         transform.RescaleSlope, transform.RescaleIntercept, pixels[n], frame=n + 1))
+    return out
+
+
+def dicom_files(folder):
+    """Every DICOM image file under `folder` (subfolders too), skipping non-DICOM files and DICOMDIR."""
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        try:
+            ds = pydicom.dcmread(p)
+        except pydicom.errors.InvalidDicomError:
+            continue
+        if ds.file_meta.get("MediaStorageSOPClassUID") != pydicom.uid.MediaStorageDirectoryStorage:
+            out.append(ds)
+    return out
+
+
+def read_series(folder, series_uid=None, select=None):
     """The textbook reading: sort along the normal, affine from IPP/IOP/PixelSpacing."""
-    slices = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
-    slices = [s for s in slices if series_uid is None or s.SeriesInstanceUID == series_uid]
+    files = [d for d in dicom_files(folder) if series_uid is None or d.SeriesInstanceUID == series_uid]
+    slices = [f for d in files if select is None or select(d) for f in frames_of(d)]
     iop = np.array(slices[0].ImageOrientationPatient, dtype=float)
     row, col = iop[:3], iop[3:]
     normal = np.cross(row, col)
@@ -163,7 +226,7 @@ def read_series(folder, series_uid=None):
     a = np.eye(4)
     a[:3, 0], a[:3, 1], a[:3, 2], a[:3, 3] = row * dc, col * dr, step, first
     a = np.diag([-1, -1, 1, 1]) @ a  # LPS -> RAS
-    hu = np.stack([s.pixel_array.astype(np.float64) * float(s.RescaleSlope) + float(s.RescaleIntercept) for s in slices])
+    hu = np.stack([s.hu for s in slices])
     hu = hu.transpose(2, 1, 0)  # [slice, row, column] -> [i = column, j = row, k = slice]
     return slices, a, hu
 
@@ -177,8 +240,8 @@ def world_of(slices, i, j, k):
     return [-p[0], -p[1], p[2]]
 
 
-def expectation(folder, series_uid=None):
-    slices, affine, hu = read_series(folder, series_uid)
+def expectation(folder, series_uid=None, select=None):
+    slices, affine, hu = read_series(folder, series_uid, select)
     n = hu.size
     weights = (np.arange(n) % 9973 + 1).reshape(hu.shape, order="F")
     probes = [(0, 0, 0), (hu.shape[0] - 1, hu.shape[1] - 1, hu.shape[2] - 1)]
@@ -191,17 +254,27 @@ def expectation(folder, series_uid=None):
         # Index-weighted: a transposed or flipped volume has the same sum, not this.
         "hu_weighted_sum": float((hu * weights).sum()),
         "sop_instance_uids": [s.SOPInstanceUID for s in slices],
+        "frames": [s.frame for s in slices],
         "probes": [{"ijk": list(p), "hu": float(hu[p]), "ras": world_of(slices, *p)} for p in probes],
     }
 
 
-def main():
+def cropped(hu, affine):
+    crop_affine = affine.copy()
+    crop_affine[:3, 3] = affine[:3, :3] @ [c.start for c in CROP] + affine[:3, 3]
+    return np.ascontiguousarray(hu[CROP]), crop_affine
+
+
+def sizes(out):
+    per = {d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in out.iterdir() if d.is_dir()}
+    print(json.dumps(per, indent=1), "total", sum(per.values()))
+
+
+def core():
     shutil.rmtree(OUT, ignore_errors=True)
     hu, affine = ct_volume()
     full = Series(hu, affine, "full")
-    crop_hu = np.ascontiguousarray(hu[CROP])
-    crop_affine = affine.copy()
-    crop_affine[:3, 3] = affine[:3, :3] @ [c.start for c in CROP] + affine[:3, 3]
+    crop_hu, crop_affine = cropped(hu, affine)
     small = lambda desc, **kw: Series(crop_hu, crop_affine, desc, **kw)  # noqa: E731
     expected = {}
 
@@ -277,8 +350,85 @@ def main():
     (OUT / "bad_empty" / "notes.txt").write_text("not DICOM\n")
 
     (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
-    sizes = {d.name: sum(f.stat().st_size for f in d.iterdir()) for d in OUT.iterdir() if d.is_dir()}
-    print(json.dumps(sizes, indent=1), "total", sum(sizes.values()))
+    sizes(OUT)
+
+
+def blank_uids(ds, frame_of_reference=False):
+    """What anonymisers do: empty UIDs, with the file meta's MediaStorageSOPInstanceUID left."""
+    ds.SeriesInstanceUID = ds.StudyInstanceUID = ds.SOPInstanceUID = ""
+    if frame_of_reference:
+        ds.FrameOfReferenceUID = ""
+
+
+def non_dicom(folder, names):
+    """Files a real export holds beside the images: text, thumbnails, OS litter, empty files."""
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes({".txt": b"exported by a PACS\n", ".jpg": b"\xff\xd8\xff\xe0" + bytes(60)}.get(path.suffix, b""))
+
+
+def wild():
+    shutil.rmtree(WILD, ignore_errors=True)
+    crop_hu, crop_affine = cropped(*ct_volume())
+    small = lambda desc, **kw: Series(crop_hu, crop_affine, desc, **kw)  # noqa: E731
+    expected = {}
+
+    # Blanked UIDs in one folder, with non-DICOM files beside the slices.
+    small("blank").write(WILD / "blank_uids", edit=blank_uids)
+    non_dicom(WILD / "blank_uids", ["notes.txt", "Thumbs.db", ".DS_Store", "empty"])
+    expected["blank_uids"] = expectation(WILD / "blank_uids") | {"skipped_files": 4}
+
+    # A PACS export: a DICOMDIR tree (PT*/ST*/SE*/IM*) of two CT series, a scan and a
+    # short one, with every UID (frame of reference too) blanked afterwards, and
+    # non-DICOM files at several levels.
+    fileset = pydicom.fileset.FileSet()
+    study = generate_uid()
+    scan = small("abdomen", study=study)
+    short = Series(np.ascontiguousarray(crop_hu[:, :, :3]), crop_affine, "short", study=study)
+    for series, number in [(scan, 4), (short, 5)]:
+        for ds in series.datasets():
+            ds.SeriesNumber = number
+            fileset.add(ds)
+    fileset.write(WILD / "pacs_export")
+    for path in (WILD / "pacs_export").rglob("*"):
+        if path.is_file() and path.name != "DICOMDIR":
+            ds = pydicom.dcmread(path)
+            blank_uids(ds, frame_of_reference=True)
+            ds.save_as(path, enforce_file_format=True)
+    non_dicom(WILD / "pacs_export", ["README.TXT", "PT000000/ST000000/thumbs/preview.jpg"])
+    expected["pacs_export"] = {
+        name: expectation(WILD / "pacs_export", select=lambda d, n=name: d.SeriesDescription == n)
+        for name in ["abdomen", "short"]
+    } | {"skipped_files": 3}
+
+    # Deflated explicit VR little endian (pydicom deflates the data set on writing).
+    small("deflated").write(WILD / "deflated", DeflatedExplicitVRLittleEndian)
+    expected["deflated"] = expectation(WILD / "deflated")
+
+    # Enhanced multi-frame CT: one file, geometry and rescale in functional groups,
+    # converted by highdicom from single-frame slices (slope 0.5, so rescaling is real).
+    source = small("enhanced", slope=0.5, intercept=-1000.0).datasets()
+    enhanced = highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        source, series_instance_uid=generate_uid(), series_number=6, sop_instance_uid=generate_uid(), instance_number=1
+    )
+    (WILD / "multiframe").mkdir()
+    enhanced.save_as(WILD / "multiframe" / "enhanced.dcm", enforce_file_format=True)
+    expected["multiframe"] = expectation(WILD / "multiframe")
+
+    # Two stacks at the same positions, no UIDs, nothing else that tells them apart:
+    # truly ambiguous, to be refused with the candidates listed.
+    small("twice").write(WILD / "ambiguous", edit=blank_uids)
+    small("twice").write(WILD / "ambiguous", names=[f"again-{k:03d}.dcm" for k in range(crop_hu.shape[2])], edit=blank_uids)
+
+    (WILD / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    sizes(WILD)
+
+
+def main():
+    groups = sys.argv[1:] or ["core", "wild"]
+    for group in groups:
+        {"core": core, "wild": wild}[group]()
 
 
 if __name__ == "__main__":
