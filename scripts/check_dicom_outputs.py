@@ -8,8 +8,12 @@
 The label map must be on the series' own grid (what `voxseg segment` writes for a
 DICOM input); its affine is checked against the series' geometry read by pydicom.
 
+Slices with a blank SOPInstanceUID (anonymised) are known by the file meta's
+MediaStorageSOPInstanceUID; an enhanced multi-frame CT by its frames.
+
 - RTSTRUCT, two ways: rt-utils rasterises each ROI (its own polygon fill, which
-  rounds contour points to whole pixels: Dice >= 0.95 required), and an even-odd
+  rounds contour points to whole pixels: Dice >= 0.95 required; it reads only
+  single-frame series), and an even-odd
   point-in-polygon test at every voxel centre with pydicom and numpy (the contour
   lies on the 0.5 boundary, so this must give the label map back exactly).
 - SEG: highdicom reads it; each segment's pixels per source slice must equal the
@@ -30,9 +34,42 @@ from rt_utils import RTStructBuilder, image_helper
 
 # rt-utils 1.2.7 allocates masks as (Columns, Rows) but fills them as (row, column)
 # (cv2.fillPoly), so slices with more columns than rows lose their right-hand part.
-# Allocate (Rows, Columns); nothing else of rt-utils is changed.
+# Allocate (Rows, Columns).
 image_helper.create_empty_slice_mask = lambda s: np.zeros((int(s.Rows), int(s.Columns)), dtype=bool)
 image_helper.create_empty_series_mask = lambda d: np.zeros((int(d[0].Rows), int(d[0].Columns), len(d)), dtype=bool)
+
+
+def identify(ds):
+    """An anonymised slice with a blank SOPInstanceUID is known by its file meta's
+    MediaStorageSOPInstanceUID (as an archive importing it files it)."""
+    if not ds.get("SOPInstanceUID"):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+# rt-utils matches contours to slices by SOPInstanceUID: give it the same identity.
+_load_images = image_helper.load_dcm_images_from_path
+image_helper.load_dcm_images_from_path = lambda path: [identify(ds) for ds in _load_images(path)]
+
+
+def frames(ds):
+    """An enhanced (multi-frame) CT as one pseudo-slice per frame, geometry from its
+    functional groups (per-frame, else shared); `frame` is None for single-frame slices."""
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        ds.frame = None
+        return [ds]
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    out = []
+    for n, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        def group(name):
+            return (item if name in item else shared)[name][0]
+        f = pydicom.Dataset()
+        f.SOPInstanceUID, f.Rows, f.Columns, f.frame = ds.SOPInstanceUID, ds.Rows, ds.Columns, n + 1
+        f.ImagePositionPatient = group("PlanePositionSequence").ImagePositionPatient
+        f.ImageOrientationPatient = group("PlaneOrientationSequence").ImageOrientationPatient
+        f.PixelSpacing = group("PixelMeasuresSequence").PixelSpacing
+        out.append(f)
+    return out
 
 
 def series_slices(folder):
@@ -44,7 +81,7 @@ def series_slices(folder):
         except Exception:  # not DICOM
             continue
         if ds.get("Modality") == "CT":
-            slices.append(ds)
+            slices.extend(frames(identify(ds)))
     iop = np.array(slices[0].ImageOrientationPatient, dtype=float)
     normal = np.cross(iop[:3], iop[3:])
     slices.sort(key=lambda s: float(np.dot(normal, np.array(s.ImagePositionPatient, dtype=float))))
@@ -90,13 +127,14 @@ def even_odd_fill(slice_ds, polygons):
 def check_rtstruct(path, folder, slices, labels, rois):
     ds = pydicom.dcmread(path)
     names = {r.ROINumber: r.ROIName for r in ds.StructureSetROISequence}
-    k_of = {s.SOPInstanceUID: k for k, s in enumerate(slices)}
+    k_of = {(s.SOPInstanceUID, s.frame): k for k, s in enumerate(slices)}
+    image = lambda ref: (ref.ReferencedSOPInstanceUID, ref.get("ReferencedFrameNumber"))  # noqa: E731
     exact = {name: np.zeros(labels.shape, dtype=bool) for name in names.values()}
     for roi in ds.ROIContourSequence:
         per_slice = {}
         for c in roi.ContourSequence:
             assert c.ContourGeometricType == "CLOSED_PLANAR"
-            k = k_of[c.ContourImageSequence[0].ReferencedSOPInstanceUID]
+            k = k_of[image(c.ContourImageSequence[0])]
             per_slice.setdefault(k, []).append(np.array(c.ContourData, dtype=float).reshape(-1, 3))
         for k, polygons in per_slice.items():
             # Every point lies in the plane of the slice it references.
@@ -107,24 +145,25 @@ def check_rtstruct(path, folder, slices, labels, rois):
             off = max(float(np.abs((p - ipp) @ normal).max()) for p in polygons)
             assert off < 1e-3, f"contour {off} mm off its slice"
             exact[names[roi.ReferencedROINumber]][:, :, k] = even_odd_fill(s, polygons)
-    rt = RTStructBuilder.create_from(dicom_series_path=str(folder), rt_struct_path=str(path))
-    order = [k_of[s.SOPInstanceUID] for s in rt.series_data]
+    # rt-utils reads single-frame slices only.
+    multiframe = slices[0].frame is not None
+    if not multiframe:
+        rt = RTStructBuilder.create_from(dicom_series_path=str(folder), rt_struct_path=str(path))
+        order = [k_of[(s.SOPInstanceUID, None)] for s in rt.series_data]
     results = {}
     for name, label in rois.items():
         want = labels == label
         if name not in names.values():
             results[name] = {"present": False, "voxels": int(want.sum())}
             continue
+        results[name] = {"present": True, "voxels": int(want.sum()), "dice_even_odd": dice(exact[name], want)}
+        if multiframe:
+            continue
         mask = rt.get_roi_mask_by_name(name)  # [row, column, rt-utils' slice order]
         ours = np.zeros(labels.shape, dtype=bool)
         for idx, k in enumerate(order):
             ours[:, :, k] = mask[:, :, idx].T
-        results[name] = {
-            "present": True,
-            "voxels": int(want.sum()),
-            "dice_rt_utils": dice(ours, want),
-            "dice_even_odd": dice(exact[name], want),
-        }
+        results[name]["dice_rt_utils"] = dice(ours, want)
     return results
 
 
@@ -134,9 +173,17 @@ def check_seg(path, slices, labels, rois):
     results = {}
     for segment in seg.SegmentSequence:
         name = segment.SegmentLabel
-        pixels = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=uids, segment_numbers=[segment.SegmentNumber], combine_segments=False
-        )[..., 0]  # [slice, row, column]
+        if slices[0].frame is None:
+            pixels = seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=uids, segment_numbers=[segment.SegmentNumber], combine_segments=False
+            )[..., 0]  # [slice, row, column]
+        else:
+            pixels = seg.get_pixels_by_source_frame(
+                source_sop_instance_uid=uids[0],
+                source_frame_numbers=[s.frame for s in slices],
+                segment_numbers=[segment.SegmentNumber],
+                combine_segments=False,
+            )[..., 0]
         got = pixels.transpose(2, 1, 0).astype(bool)
         want = labels == rois[name]
         results[name] = {
@@ -176,7 +223,7 @@ def main():
                 failures.append(f"RTSTRUCT lacks {name}")
             if not v["present"]:
                 continue
-            if v["dice_rt_utils"] < 0.95:
+            if v.get("dice_rt_utils", 1.0) < 0.95:
                 failures.append(f"RTSTRUCT {name}: rt-utils Dice {v['dice_rt_utils']:.4f} < 0.95")
             if v["dice_even_odd"] != 1.0:
                 failures.append(f"RTSTRUCT {name}: even-odd fill Dice {v['dice_even_odd']} is not exact")

@@ -18,7 +18,8 @@ Python at test time.
 UIDs (only the file meta's MediaStorageSOPInstanceUID left), series in a DICOMDIR
 tree of subfolders beside non-DICOM files, deflated explicit VR, an enhanced
 (multi-frame) CT built by highdicom from single-frame slices, and two stacks no
-attribute tells apart (ambiguous: to be refused). It needs only pydicom and highdicom.
+attribute tells apart (ambiguous: to be refused); `crop.nii.gz` holds their voxels
+as NIfTI. It needs only pydicom, highdicom and nibabel.
 """
 import json
 import math
@@ -373,6 +374,9 @@ def wild():
     crop_hu, crop_affine = cropped(*ct_volume())
     small = lambda desc, **kw: Series(crop_hu, crop_affine, desc, **kw)  # noqa: E731
     expected = {}
+    WILD.mkdir(parents=True)
+    # The same voxels as NIfTI: every variant below must segment as this does.
+    nib.save(nib.Nifti1Image(crop_hu, crop_affine), WILD / "crop.nii.gz")
 
     # Blanked UIDs in one folder, with non-DICOM files beside the slices.
     small("blank").write(WILD / "blank_uids", edit=blank_uids)
@@ -418,8 +422,9 @@ def wild():
 
     # Two stacks at the same positions, no UIDs, nothing else that tells them apart:
     # truly ambiguous, to be refused with the candidates listed.
-    small("twice").write(WILD / "ambiguous", edit=blank_uids)
-    small("twice").write(WILD / "ambiguous", names=[f"again-{k:03d}.dcm" for k in range(crop_hu.shape[2])], edit=blank_uids)
+    twice = small("twice")
+    twice.write(WILD / "ambiguous", edit=blank_uids)
+    twice.write(WILD / "ambiguous", names=[f"again-{k:03d}.dcm" for k in range(crop_hu.shape[2])], edit=blank_uids)
 
     (WILD / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
     sizes(WILD)

@@ -22,6 +22,9 @@ pub struct Case {
     /// Unique, safe as a directory name.
     pub id: String,
     pub path: PathBuf,
+    /// For a DICOM folder holding several CT series: the one to read (UID or key),
+    /// from a case list's `series` column.
+    pub series: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -43,11 +46,12 @@ impl BatchError {
 }
 
 /// The cases of `input`: a folder (searched recursively for `.nii`/`.nii.gz`, and
-/// for folders holding DICOM files, each one case; the case id is the path below
-/// the folder without the extension, `/` written `__`, or the folder's own name
-/// when `input` itself holds the DICOM files) or a CSV file with a header
-/// `case_id,path` (paths relative to the CSV's folder). Sorted by id; ids must be
-/// unique.
+/// for folders holding DICOM files, each one case with its subfolders; the case id is
+/// the path below the folder without the extension, `/` written `__`, or the
+/// folder's own name when `input` itself holds the DICOM files) or a CSV file with a
+/// header `case_id,path` or `case_id,path,series` (paths relative to the CSV's
+/// folder; `series` chooses one of several series in a DICOM folder, empty for the
+/// only one). Sorted by id; ids must be unique.
 pub fn discover(input: &Path) -> Result<Vec<Case>, BatchError> {
     let mut cases = if input.is_dir() {
         let mut files = vec![];
@@ -55,24 +59,33 @@ pub fn discover(input: &Path) -> Result<Vec<Case>, BatchError> {
         let rel = |path: &Path| {
             path.strip_prefix(input).ok().map(|r| r.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/"))
         };
+        // A DICOMDIR indexes the tree below it: it makes no folder a case.
         let mut dicom_dirs: Vec<PathBuf> = files
             .iter()
-            .filter(|p| voxseg_dicom::is_dicom_file(p))
+            .filter(|p| p.file_name().is_some_and(|n| n != "DICOMDIR") && voxseg_dicom::is_dicom_file(p))
             .filter_map(|p| p.parent().map(Path::to_path_buf))
             .collect();
         dicom_dirs.sort();
         dicom_dirs.dedup();
-        let dicom = dicom_dirs.into_iter().filter_map(|dir| {
+        // The DICOM reader takes subfolders too: a folder inside a case is no case of
+        // its own. Sorted, a folder's descendants follow it.
+        let mut roots: Vec<PathBuf> = vec![];
+        for dir in dicom_dirs {
+            if !roots.last().is_some_and(|r| dir.starts_with(r)) {
+                roots.push(dir);
+            }
+        }
+        let dicom = roots.into_iter().filter_map(|dir| {
             let id = match rel(&dir)? {
                 r if r.is_empty() => input.canonicalize().ok()?.file_name()?.to_string_lossy().into_owned(),
                 r => r.replace('/', "__"),
             };
-            Some(Case { id, path: dir })
+            Some(Case { id, path: dir, series: None })
         });
         let nifti = files.iter().filter_map(|path| {
             let rel = rel(path)?;
             let stem = rel.strip_suffix(".nii.gz").or_else(|| rel.strip_suffix(".nii"))?.to_string();
-            Some(Case { id: stem.replace('/', "__"), path: path.clone() })
+            Some(Case { id: stem.replace('/', "__"), path: path.clone(), series: None })
         });
         nifti.chain(dicom).collect()
     } else {
@@ -112,13 +125,18 @@ fn read_case_list(csv_path: &Path) -> Result<Vec<Case>, BatchError> {
         .from_path(csv_path)
         .map_err(|e| BatchError::input(csv_path, e.to_string()))?;
     let headers = reader.headers().map_err(|e| BatchError::input(csv_path, e.to_string()))?.clone();
-    if headers.iter().collect::<Vec<_>>() != ["case_id", "path"] {
-        return Err(BatchError::input(csv_path, "expected a folder, or a CSV whose header is `case_id,path`"));
+    let header: Vec<&str> = headers.iter().collect();
+    if header != ["case_id", "path"] && header != ["case_id", "path", "series"] {
+        return Err(BatchError::input(
+            csv_path,
+            "expected a folder, or a CSV whose header is `case_id,path` or `case_id,path,series`",
+        ));
     }
     let mut cases = vec![];
     for record in reader.records() {
         let record = record.map_err(|e| BatchError::input(csv_path, e.to_string()))?;
-        cases.push(Case { id: record[0].to_string(), path: base.join(&record[1]) });
+        let series = record.get(2).filter(|s| !s.is_empty()).map(String::from);
+        cases.push(Case { id: record[0].to_string(), path: base.join(&record[1]), series });
     }
     Ok(cases)
 }
@@ -386,7 +404,8 @@ mod tests {
 
     #[test]
     fn shards_partition_the_cases() {
-        let cases: Vec<Case> = (0..100).map(|i| Case { id: format!("case{i}"), path: PathBuf::new() }).collect();
+        let cases: Vec<Case> =
+            (0..100).map(|i| Case { id: format!("case{i}"), path: PathBuf::new(), series: None }).collect();
         let parts: Vec<Vec<Case>> = (0..3).map(|i| shard(cases.clone(), i, 3)).collect();
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 100);
         assert!(parts.iter().all(|p| p.len() > 20), "uneven shards");
@@ -395,7 +414,8 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), 100);
         // Adding cases never moves an existing case to another shard.
-        let more: Vec<Case> = (0..150).map(|i| Case { id: format!("case{i}"), path: PathBuf::new() }).collect();
+        let more: Vec<Case> =
+            (0..150).map(|i| Case { id: format!("case{i}"), path: PathBuf::new(), series: None }).collect();
         assert!(parts[1].iter().all(|c| shard(more.clone(), 1, 3).contains(c)));
     }
 
@@ -424,8 +444,10 @@ mod tests {
     fn pipelined_runner_records_failures_and_panics_and_goes_on() {
         let dir = scratch("runner");
         let mut j = Journal::open(&dir.join("v.csv"), &cols(), false).unwrap();
-        let cases: Vec<Case> =
-            ["ok1", "bad", "boom", "ok2"].iter().map(|id| Case { id: id.to_string(), path: PathBuf::new() }).collect();
+        let cases: Vec<Case> = ["ok1", "bad", "boom", "ok2"]
+            .iter()
+            .map(|id| Case { id: id.to_string(), path: PathBuf::new(), series: None })
+            .collect();
         let mut seen = vec![];
         run_pipelined(
             &cases,

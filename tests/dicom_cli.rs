@@ -38,16 +38,11 @@ fn python_ready() -> bool {
     ok
 }
 
-#[test]
-fn dicom_series_segments_like_its_nifti_and_exports_rtstruct_and_seg() {
-    let dir = scratch("same");
-    let (from_nifti, from_dicom) = (dir.join("nifti"), dir.join("dicom"));
-    let nii = repo().join("../shared/data/totalseg/example_ct_sm.nii.gz");
-    ok(&segment(&nii, &from_nifti, &[]));
-    ok(&segment(&fixture("full"), &from_dicom, &["--rtstruct", "--dicom-seg"]));
-    let (a, _) = nifti::read_labels(from_nifti.join("labels.nii.gz")).unwrap();
-    let (b, _) = nifti::read_labels(from_dicom.join("labels.nii.gz")).unwrap();
-    // The DICOM series is stored LPS, the NIfTI RAS: compare voxel by voxel in space.
+/// The share of `b`'s voxels whose label equals `a`'s at the same place. The DICOM
+/// series are stored LPS, the NIfTI RAS: compared voxel by voxel in space.
+fn agreement(a: &Path, b: &Path) -> f64 {
+    let (a, _) = nifti::read_labels(a).unwrap();
+    let (b, _) = nifti::read_labels(b).unwrap();
     let [nx, ny, nz] = b.shape();
     let mut same = 0usize;
     for k in 0..nz {
@@ -59,8 +54,36 @@ fn dicom_series_segments_like_its_nifti_and_exports_rtstruct_and_seg() {
             }
         }
     }
-    let agreement = same as f64 / b.grid().len() as f64;
-    eprintln!("NIfTI vs DICOM input: {same} of {} voxels agree ({agreement:.6})", b.grid().len());
+    let share = same as f64 / b.grid().len() as f64;
+    eprintln!("NIfTI vs DICOM input: {same} of {} voxels agree ({share:.6})", b.grid().len());
+    share
+}
+
+fn wild(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/dicom_wild").join(name)
+}
+
+/// Runs `check_dicom_outputs.py` on a case's outputs with the demo package's ROIs.
+fn check_outputs(series: &Path, out: &Path) {
+    let mut check = Command::new("python3");
+    check.arg(repo().join("scripts/check_dicom_outputs.py")).arg(series).arg(out.join("labels.nii.gz"));
+    check.arg("--rtstruct").arg(out.join("rtstruct.dcm")).arg("--seg").arg(out.join("seg.dcm"));
+    for (id, name) in ["Spleen", "Kidney_R", "Kidney_L", "Liver"].iter().enumerate() {
+        check.arg("--roi").arg(format!("{name}={}", id + 1));
+    }
+    let out = check.output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    ok(&out);
+}
+
+#[test]
+fn dicom_series_segments_like_its_nifti_and_exports_rtstruct_and_seg() {
+    let dir = scratch("same");
+    let (from_nifti, from_dicom) = (dir.join("nifti"), dir.join("dicom"));
+    let nii = repo().join("../shared/data/totalseg/example_ct_sm.nii.gz");
+    ok(&segment(&nii, &from_nifti, &[]));
+    ok(&segment(&fixture("full"), &from_dicom, &["--rtstruct", "--dicom-seg"]));
+    let agreement = agreement(&from_nifti.join("labels.nii.gz"), &from_dicom.join("labels.nii.gz"));
     assert!(agreement >= 0.999, "labels agree on only {agreement}");
     // stats carry the TG-263 names.
     let stats: Value = serde_json::from_slice(&std::fs::read(from_dicom.join("stats.json")).unwrap()).unwrap();
@@ -71,15 +94,7 @@ fn dicom_series_segments_like_its_nifti_and_exports_rtstruct_and_seg() {
         eprintln!("SKIPPED: python3 with pydicom, rt-utils, highdicom not available");
         return;
     }
-    let mut check = Command::new("python3");
-    check.arg(repo().join("scripts/check_dicom_outputs.py")).arg(fixture("full")).arg(from_dicom.join("labels.nii.gz"));
-    check.arg("--rtstruct").arg(from_dicom.join("rtstruct.dcm")).arg("--seg").arg(from_dicom.join("seg.dcm"));
-    for (id, name) in ["Spleen", "Kidney_R", "Kidney_L", "Liver"].iter().enumerate() {
-        check.arg("--roi").arg(format!("{name}={}", id + 1));
-    }
-    let out = check.output().unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-    ok(&out);
+    check_outputs(&fixture("full"), &from_dicom);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -143,5 +158,130 @@ fn batch_takes_dicom_folders_as_cases() {
     assert_eq!(status("rle").0, "ok");
     assert!(status("bad_tilted").1.contains("gantry tilt"), "{:?}", status("bad_tilted"));
     assert!(status("two_series").1.contains("--series"), "{:?}", status("two_series"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn anonymised_deflated_and_enhanced_series_segment_like_their_nifti() {
+    let dir = scratch("wild");
+    ok(&segment(&wild("crop.nii.gz"), &dir.join("nifti"), &[]));
+    for name in ["blank_uids", "deflated", "multiframe"] {
+        let out = segment(&wild(name), &dir.join(name), &["--rtstruct", "--dicom-seg"]);
+        ok(&out);
+        let share = agreement(&dir.join("nifti/labels.nii.gz"), &dir.join(name).join("labels.nii.gz"));
+        assert_eq!(share, 1.0, "{name}");
+        assert!(dir.join(name).join("rtstruct.dcm").is_file() && dir.join(name).join("seg.dcm").is_file());
+        if name == "blank_uids" {
+            // Told what was skipped and what was made up.
+            let err = stderr(&out);
+            assert!(err.contains("skipped 4 file(s)") && err.contains("SeriesInstanceUID is blank"), "{err}");
+        }
+    }
+    if python_ready() {
+        check_outputs(&wild("blank_uids"), &dir.join("blank_uids"));
+        check_outputs(&wild("multiframe"), &dir.join("multiframe"));
+    } else {
+        eprintln!("SKIPPED: python3 with pydicom, rt-utils, highdicom not available");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_pacs_export_is_listed_and_its_series_chosen_by_key() {
+    let listed = json(&voxseg(&["inspect", wild("pacs_export").to_str().unwrap(), "--json"]));
+    assert_eq!(listed["skipped_files"], 3, "{listed}");
+    let series = listed["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2);
+    for s in series {
+        assert!(s["uid"].is_null() && s["key"].as_str().unwrap().starts_with("nouid-"), "{s}");
+        assert_eq!(s["spacing_mm"].as_array().unwrap().len(), 3, "{s}");
+    }
+    let short = series.iter().find(|s| s["description"] == "short").unwrap();
+    assert_eq!((short["slices"].as_u64(), short["shape"][2].as_u64()), (Some(3), Some(3)));
+    let dir = scratch("pacs");
+    let out = segment(&wild("pacs_export"), &dir, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    for s in series {
+        assert!(stderr(&out).contains(s["key"].as_str().unwrap()), "{}", stderr(&out));
+    }
+    assert!(stderr(&out).contains("--series"), "{}", stderr(&out));
+    ok(&segment(&wild("pacs_export"), &dir, &["--series", short["key"].as_str().unwrap()]));
+    let (labels, _) = nifti::read_labels(dir.join("labels.nii.gz")).unwrap();
+    assert_eq!(labels.shape(), [48, 40, 3]);
+    // Two stacks nothing tells apart: refused, naming the candidates.
+    let out = segment(&wild("ambiguous"), &dir, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("stack 2: 8 files"), "{}", stderr(&out));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn batch_writes_rtstruct_and_seg_beside_each_dicom_case_and_resumes() {
+    let ids: Vec<String> =
+        voxseg::batch::discover(&repo().join("tests/fixtures/dicom_wild")).unwrap().into_iter().map(|c| c.id).collect();
+    // Each series folder of the DICOMDIR tree is a case; the tree's root is none.
+    for id in ["blank_uids", "multiframe", "pacs_export__PT000000__ST000000__SE000000", "crop"] {
+        assert!(ids.iter().any(|i| i == id), "{id} not in {ids:?}");
+    }
+    assert!(!ids.iter().any(|i| i == "pacs_export"), "{ids:?}");
+    let dir = scratch("batch-rt");
+    let short = json(&voxseg(&["inspect", wild("pacs_export").to_str().unwrap(), "--json"]))["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["description"] == "short")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let csv = dir.join("cases.csv");
+    let rows = [
+        format!("blank,{},", wild("blank_uids").display()),
+        format!("enhanced,{},", wild("multiframe").display()),
+        format!("pacs_short,{},{short}", wild("pacs_export").display()),
+        format!("nifti,{},", wild("crop.nii.gz").display()),
+    ];
+    std::fs::write(&csv, format!("case_id,path,series\n{}\n", rows.join("\n"))).unwrap();
+    let out_dir = dir.join("out");
+    let run = |extra: &[&str]| {
+        let (csv, out) = (csv.to_str().unwrap(), out_dir.to_str().unwrap());
+        let mut args = vec!["batch", csv, "-o", out, "--device", "cpu", "--model"];
+        let model = demo();
+        args.push(&model);
+        args.extend(["--rtstruct", "--dicom-seg"]);
+        args.extend(extra);
+        voxseg(&args)
+    };
+    ok(&run(&[]));
+    for case in ["blank", "enhanced", "pacs_short"] {
+        for file in ["labels.nii.gz", "rtstruct.dcm", "seg.dcm"] {
+            assert!(out_dir.join(case).join(file).is_file(), "{case}/{file}");
+        }
+    }
+    // A NIfTI case has no slices to reference: labels, no DICOM objects.
+    assert!(out_dir.join("nifti/labels.nii.gz").is_file() && !out_dir.join("nifti/rtstruct.dcm").exists());
+    // A kill before the last row was synced: that case is redone, with its DICOM objects.
+    let results = out_dir.join("volumes.csv");
+    let text = std::fs::read_to_string(&results).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let last = lines.last().unwrap().split(',').next().unwrap().to_string();
+    std::fs::write(&results, format!("{}\n", lines[..lines.len() - 1].join("\n"))).unwrap();
+    std::fs::remove_file(out_dir.join(&last).join("rtstruct.dcm")).ok();
+    let kept = std::fs::metadata(out_dir.join("blank/seg.dcm")).unwrap().modified().unwrap();
+    ok(&run(&["--resume"]));
+    let text = std::fs::read_to_string(&results).unwrap();
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(text.lines().skip(1).all(|l| l.split(',').nth(1) == Some("ok")), "{text}");
+    if last != "nifti" {
+        assert!(out_dir.join(&last).join("rtstruct.dcm").is_file(), "{last} redone without its RTSTRUCT");
+    }
+    assert_eq!(
+        std::fs::metadata(out_dir.join("blank/seg.dcm")).unwrap().modified().unwrap(),
+        kept,
+        "finished case redone"
+    );
+    if python_ready() {
+        check_outputs(&wild("blank_uids"), &out_dir.join("blank"));
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -10,10 +10,13 @@ use voxseg::segment::{prepare, segment, write, Model, Outputs};
 /// Segment and measure many CTs, resumably, one CSV row per case.
 ///
 /// INPUT is a folder (searched recursively for .nii / .nii.gz, and for folders of
-/// DICOM slices, each one case; the case id is the path below INPUT without the
-/// extension, with '/' replaced by '__') or a CSV with the header `case_id,path` (a
-/// path may be a folder of DICOM slices holding one CT series). Each case's files go
-/// to OUTDIR/<case_id>/ (as `segment` writes them); OUTDIR/volumes.csv gets one row
+/// DICOM slices, each one case with its subfolders; the case id is the path below
+/// INPUT without the extension, with '/' replaced by '__') or a CSV with the header
+/// `case_id,path` or `case_id,path,series` (a path may be a folder of DICOM slices;
+/// `series` picks one of several CT series in it by UID or key, as `voxseg inspect`
+/// lists them). Each case's files go to OUTDIR/<case_id>/ (as `segment` writes them,
+/// with rtstruct.dcm and seg.dcm for DICOM cases under --rtstruct / --dicom-seg);
+/// OUTDIR/volumes.csv gets one row
 /// per case: case_id, status (ok|failed), error (the reason), <organ>_ml per organ of
 /// the model, the QC flags per organ, needs_review, seconds.
 ///
@@ -52,6 +55,13 @@ pub struct BatchArgs {
     /// Also write each case's preview.png.
     #[arg(long)]
     pub preview: bool,
+    /// Also write rtstruct.dcm (RT Structure Set) for each DICOM case; NIfTI cases
+    /// have no slices to reference and get none.
+    #[arg(long)]
+    pub rtstruct: bool,
+    /// Also write seg.dcm (DICOM Segmentation) for each DICOM case.
+    #[arg(long)]
+    pub dicom_seg: bool,
     /// At the end, also write OUTDIR/report.html, the review page (see `voxseg report`);
     /// with --shard, of the shards of this split found in OUTDIR.
     #[arg(long)]
@@ -100,11 +110,16 @@ pub fn run(args: BatchArgs) -> Result<u8> {
     run_pipelined(
         &pending,
         args.ahead,
-        |case| prepare(&case.path, None, &model.package),
+        |case| prepare(&case.path, case.series.as_deref(), &model.package),
         |case, prepared| {
             let outcome = prepared.and_then(|p| {
                 let seg = segment(&model, &p)?;
-                let outputs = Outputs { preview: args.preview, ..Outputs::default() };
+                let dicom = p.dicom.is_some();
+                let outputs = Outputs {
+                    preview: args.preview,
+                    rtstruct: args.rtstruct && dicom,
+                    dicom_seg: args.dicom_seg && dicom,
+                };
                 write(&args.output.join(&case.id), &model, &p, &seg, outputs)?;
                 Ok(seg)
             });

@@ -10,8 +10,10 @@ use anyhow::Result;
 /// (integer, unscaled, non-negative) also list each label's voxel count and
 /// volume in mL (voxels x |det(affine 3x3)| / 1000).
 ///
-/// A folder lists each series directly in it: SeriesInstanceUID (what `segment
-/// --series` takes), modality, description, files and shape (columns x rows x slices).
+/// A folder lists each series in it and its subfolders: its key (what `segment
+/// --series` takes: the SeriesInstanceUID, or `nouid-XXXXXXXX` for files whose UID was
+/// blanked), modality, description, images, shape (columns x rows x slices), voxel
+/// spacing and folders; files that are not DICOM images are skipped and counted.
 ///
 /// Example: voxseg inspect ../shared/data/totalseg/example_ct.nii.gz --json
 #[derive(clap::Args)]
@@ -55,17 +57,34 @@ pub fn run(args: InspectArgs) -> Result<()> {
 }
 
 fn list_series(args: InspectArgs) -> Result<()> {
-    let series = voxseg::dicom::list_series(&args.file)?;
+    let folder = voxseg::dicom::list_series(&args.file)?;
     if args.json {
-        let out = serde_json::json!({ "path": args.file.display().to_string(), "series": series });
+        let out = serde_json::json!({
+            "path": args.file.display().to_string(),
+            "series": folder.series,
+            "skipped_files": folder.skipped_files,
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     println!("{}", args.file.display());
-    println!("  {} DICOM series", series.len());
-    for s in &series {
+    println!("  {} DICOM series, {} other file(s) skipped", folder.series.len(), folder.skipped_files);
+    for s in &folder.series {
         let shape = s.shape.map(|[c, r, n]| format!("{c} x {r} x {n}")).unwrap_or_else(|| "-".into());
-        println!("  {}  {:<8} {:>5} files  {:<16} {:?}", s.uid, s.modality, s.slices, shape, s.description);
+        let spacing = s.spacing_mm.map(|[x, y, z]| format!("{x:.3} x {y:.3} x {z:.3} mm")).unwrap_or_default();
+        println!(
+            "  {}  {:<8} {:>5} images  {:<16} {:<24} {:?}",
+            s.key, s.modality, s.slices, shape, spacing, s.description
+        );
+        if s.uid.is_none() {
+            println!("      no SeriesInstanceUID: grouped by what its files share");
+        }
+        if s.folders.iter().any(|f| !f.is_empty()) {
+            println!("      in {}", s.folders.join(", "));
+        }
+    }
+    if folder.series.iter().filter(|s| s.modality == "CT").count() > 1 {
+        println!("  several CT series: choose one with `segment --series KEY`");
     }
     Ok(())
 }

@@ -8,7 +8,8 @@ use voxseg::segment::{prepare, segment, stats, write, Model, Outputs};
 
 /// Segment the organs of one CT and measure them.
 ///
-/// Reads the CT (NIfTI, or a folder of DICOM CT slices), brings it to the model's
+/// Reads the CT (NIfTI, or a folder of DICOM CT slices: subfolders too, an enhanced
+/// multi-frame CT, blanked UIDs), brings it to the model's
 /// orientation, spacing and intensity scale, runs the network over the whole volume
 /// in one pass, resamples the class probabilities back onto the CT's own grid, cleans
 /// each organ up (largest component, holes filled) and measures it. Writes, each
@@ -35,8 +36,10 @@ use voxseg::segment::{prepare, segment, stats, write, Model, Outputs};
 pub struct SegmentArgs {
     /// The CT: NIfTI (.nii or .nii.gz), or a folder of DICOM CT slices.
     pub ct: PathBuf,
-    /// For a DICOM folder holding several CT series: the SeriesInstanceUID to read.
-    #[arg(long, value_name = "UID")]
+    /// For a DICOM folder holding several CT series: the one to read, by its
+    /// SeriesInstanceUID or the key `voxseg inspect FOLDER` lists (`nouid-...` for
+    /// series whose UID was blanked).
+    #[arg(long, value_name = "UID_OR_KEY")]
     pub series: Option<String>,
     /// Also write rtstruct.dcm, an RT Structure Set on the input series (DICOM input only).
     #[arg(long)]
@@ -64,6 +67,20 @@ pub struct SegmentArgs {
     pub verbose: bool,
 }
 
+/// What the user must know about a DICOM source: files skipped, UIDs made up.
+fn announce_source(series: &voxseg::dicom::CtSeries) {
+    if series.skipped_files > 0 {
+        eprintln!(
+            "note: skipped {} file(s) that are not DICOM images in {}",
+            series.skipped_files,
+            series.dir.display()
+        );
+    }
+    for note in &series.notes {
+        eprintln!("note: {note}");
+    }
+}
+
 pub fn run(args: SegmentArgs) -> Result<()> {
     if (args.rtstruct || args.dicom_seg) && !args.ct.is_dir() {
         bail!(
@@ -82,6 +99,9 @@ pub fn run(args: SegmentArgs) -> Result<()> {
     spinner.suspend(|| model.announce());
     spinner.set_message(format!("reading and preprocessing {}", args.ct.display()));
     let prepared = prepare(&args.ct, args.series.as_deref(), &model.package)?;
+    if let Some(series) = &prepared.dicom {
+        spinner.suspend(|| announce_source(series));
+    }
     spinner.set_message(format!(
         "running {} on {}, then cleaning up and measuring",
         model.package.name, model.device.name

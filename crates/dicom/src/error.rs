@@ -1,40 +1,34 @@
-use std::path::PathBuf;
+use voxseg_volume::{FileError, GridError};
 
-use voxseg_volume::GridError;
-
-/// A problem with a DICOM folder or file: always names it.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {kind}", path.display())]
-pub struct Error {
-    pub path: PathBuf,
-    pub kind: ErrorKind,
-}
-
-impl Error {
-    pub(crate) fn new(path: impl Into<PathBuf>, kind: ErrorKind) -> Error {
-        Error { path: path.into(), kind }
-    }
-}
+/// A problem with a DICOM folder or file: always names it (the same shape as
+/// voxseg-volume's NIfTI errors, with DICOM's own kinds).
+pub type Error = FileError<ErrorKind>;
 
 /// What is wrong. Every variant is an input problem except `Io` on output and `Write`.
 #[derive(Debug, thiserror::Error)]
 pub enum ErrorKind {
     #[error("cannot access: {0}")]
     Io(#[from] std::io::Error),
-    #[error("no DICOM files in this folder")]
-    NoDicom,
+    #[error("no DICOM images in this folder or its subfolders ({skipped} other file(s) skipped)")]
+    NoDicom { skipped: usize },
     #[error("not a readable DICOM file: {0}")]
     Unreadable(String),
     #[error("attribute {name} is missing or invalid{}", value.as_deref().map(|v| format!(" ({v:?})")).unwrap_or_default())]
     BadAttribute { name: &'static str, value: Option<String> },
-    #[error("{count} CT series in this folder; choose one with --series UID: {list}")]
+    #[error(
+        "{count} CT series in this folder; choose one by its UID or key (`segment --series KEY`, or a `series` column in a batch case list): {list}"
+    )]
     SeveralSeries { count: usize, list: String },
-    #[error("no series {uid} in this folder; it holds: {list}")]
-    SeriesNotFound { uid: String, list: String },
-    #[error("series {uid} has modality {modality}, not CT")]
-    NotCt { uid: String, modality: String },
-    #[error("series {uid} has {count} slice(s); a volume needs at least 2")]
-    TooFewSlices { uid: String, count: usize },
+    #[error("no series {key} in this folder; it holds: {list}")]
+    SeriesNotFound { key: String, list: String },
+    #[error("series {key} has modality {modality}, not CT")]
+    NotCt { key: String, modality: String },
+    #[error("series {key} has {count} slice(s); a volume needs at least 2")]
+    TooFewSlices { key: String, count: usize },
+    #[error(
+        "{count} files without a SeriesInstanceUID (grouped as {key}) share patient, frame of reference, series number and description, size, orientation and spacing, yet repeat slice positions: two or more stacks nothing tells apart. Candidates: {candidates}. Move each stack to a folder of its own"
+    )]
+    Ambiguous { key: String, count: usize, candidates: String },
     #[error("slices differ in {what}: {detail}")]
     Inconsistent { what: &'static str, detail: String },
     #[error("{a} and {b} lie at the same position ({position_mm:.3} mm along the slice normal)")]

@@ -1,6 +1,7 @@
 //! DICOM for radiotherapy: CT series in, RT Structure Sets and DICOM Segmentations out.
 //!
-//! [`read_series`] turns a folder of CT slices into an [`Image`](voxseg_volume::Image)
+//! [`read_series`] turns a folder of CT slices (subfolders too, single-frame slices or
+//! an enhanced multi-frame object) into an [`Image`](voxseg_volume::Image)
 //! on a voxel -> RAS grid (voxel `i` = column, `j` = row, `k` = slice, slices sorted
 //! along their normal), refusing series whose geometry a volume cannot represent
 //! (gaps, duplicates, uneven spacing, gantry tilt). [`write_rtstruct`] and
@@ -17,7 +18,7 @@ mod seg;
 pub use contour::{contours, Contour};
 pub use error::{Error, ErrorKind};
 pub use objects::utc_now;
-pub use read::{is_dicom_file, list_series, read_series, CtSeries, SeriesSummary, SliceRef};
+pub use read::{is_dicom_file, list_series, read_series, CtSeries, Folder, SeriesSummary, SliceRef};
 pub use rtstruct::write_rtstruct;
 pub use seg::write_seg;
 

@@ -12,7 +12,7 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
 
-use crate::{CtSeries, Error, ErrorKind};
+use crate::{CtSeries, Error, ErrorKind, SliceRef};
 
 pub(crate) type Obj = InMemDicomObject;
 
@@ -31,6 +31,20 @@ pub(crate) fn new_uid() -> String {
     };
     let n = (u128::from(half(1)) << 64) | u128::from(half(2));
     format!("2.25.{n}")
+}
+
+/// A reference to one source image: its SOP class and instance, and for a frame of
+/// an enhanced multi-frame object its frame number.
+pub(crate) fn source_ref(slice: &SliceRef) -> Builder {
+    let b = Builder::new().str(tags::REFERENCED_SOP_CLASS_UID, VR::UI, slice.sop_class_uid.clone()).str(
+        tags::REFERENCED_SOP_INSTANCE_UID,
+        VR::UI,
+        slice.sop_instance_uid.clone(),
+    );
+    match slice.frame {
+        Some(n) => b.int(tags::REFERENCED_FRAME_NUMBER, i64::from(n)),
+        None => b,
+    }
 }
 
 /// A builder for one dataset.

@@ -7,7 +7,7 @@ use dicom_dictionary_std::{tags, uids};
 use voxseg_volume::LabelMap;
 
 use crate::contour::contours;
-use crate::objects::{derived, write_file, Builder, Obj};
+use crate::objects::{derived, source_ref, write_file, Builder, Obj};
 use crate::{CtSeries, Error, ErrorKind, Roi};
 
 /// The label map's organs as contours in patient coordinates (LPS mm), one
@@ -18,13 +18,7 @@ pub fn write_rtstruct(path: &Path, labels: &LabelMap, rois: &[Roi], series: &CtS
     check_grid(path, labels, series)?;
     let present: Vec<(usize, &Roi)> =
         rois.iter().filter(|r| labels.data().contains(&r.id)).enumerate().map(|(n, r)| (n + 1, r)).collect();
-    let image_ref = |k: usize| {
-        let s = &series.slices[k];
-        Builder::new()
-            .str(tags::REFERENCED_SOP_CLASS_UID, VR::UI, s.sop_class_uid.clone())
-            .str(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, s.sop_instance_uid.clone())
-            .build()
-    };
+    let image_ref = |k: usize| source_ref(&series.slices[k]).build();
     let referenced_series = Builder::new()
         .str(tags::SERIES_INSTANCE_UID, VR::UI, series.series_uid.clone())
         .seq(tags::CONTOUR_IMAGE_SEQUENCE, (0..series.slices.len()).map(image_ref).collect())

@@ -7,7 +7,7 @@ use dicom_core::VR;
 use dicom_dictionary_std::{tags, uids};
 use voxseg_volume::LabelMap;
 
-use crate::objects::{derived, new_uid, write_file, Builder, Code, Obj};
+use crate::objects::{derived, new_uid, source_ref, write_file, Builder, Code, Obj};
 use crate::rtstruct::check_grid;
 use crate::{CtSeries, Error, Roi};
 
@@ -52,14 +52,7 @@ pub fn write_seg(path: &Path, labels: &LabelMap, rois: &[Roi], series: &CtSeries
     let present: Vec<(u16, &Roi)> =
         rois.iter().filter(|r| labels.data().contains(&r.id)).enumerate().map(|(n, r)| (n as u16 + 1, r)).collect();
     let dimension_org = new_uid();
-    let source = |k: usize| {
-        let s = &series.slices[k];
-        Builder::new().str(tags::REFERENCED_SOP_CLASS_UID, VR::UI, s.sop_class_uid.clone()).str(
-            tags::REFERENCED_SOP_INSTANCE_UID,
-            VR::UI,
-            s.sop_instance_uid.clone(),
-        )
-    };
+    let source = |k: usize| source_ref(&series.slices[k]);
 
     let mut frames: Vec<Obj> = vec![];
     let mut bits = BitWriter::default();
@@ -147,7 +140,7 @@ pub fn write_seg(path: &Path, labels: &LabelMap, rois: &[Roi], series: &CtSeries
         .build();
     let referenced_series = Builder::new()
         .str(tags::SERIES_INSTANCE_UID, VR::UI, series.series_uid.clone())
-        .seq(tags::REFERENCED_INSTANCE_SEQUENCE, (0..nz).map(|k| source(k).build()).collect())
+        .seq(tags::REFERENCED_INSTANCE_SEQUENCE, instances(series))
         .build();
     let (b, (date, time)) = derived(series, uids::SEGMENTATION_STORAGE, "SEG", "voxseg segmentation");
     let obj = b
@@ -190,6 +183,23 @@ pub fn write_seg(path: &Path, labels: &LabelMap, rois: &[Roi], series: &CtSeries
         .bytes(tags::PIXEL_DATA, VR::OB, bits.bytes)
         .build();
     write_file(path, obj)
+}
+
+/// Each source instance once (an enhanced CT is one instance of many frames), without
+/// frame numbers: what the Common Instance Reference module lists.
+fn instances(series: &CtSeries) -> Vec<Obj> {
+    let mut seen = std::collections::HashSet::new();
+    series
+        .slices
+        .iter()
+        .filter(|s| seen.insert(&s.sop_instance_uid))
+        .map(|s| {
+            Builder::new()
+                .str(tags::REFERENCED_SOP_CLASS_UID, VR::UI, s.sop_class_uid.clone())
+                .str(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, s.sop_instance_uid.clone())
+                .build()
+        })
+        .collect()
 }
 
 /// Binary SEG pixels: one bit per pixel, least significant bit first, frames

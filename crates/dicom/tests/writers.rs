@@ -67,12 +67,12 @@ pub fn python_ready() -> bool {
     ok
 }
 
-#[test]
-fn rtstruct_and_seg_read_back_by_rt_utils_pydicom_and_highdicom() {
-    let series_dir = repo().join("tests/fixtures/dicom/full");
-    let (ct, series) = read_series(&series_dir, None).unwrap();
+/// Writes the RTSTRUCT, SEG and label map of TotalSegmentator's organs on the series
+/// in `series_dir` and returns what `check_dicom_outputs.py` reports (`None`: no Python).
+fn write_and_check(series_dir: &Path, tag: &str) -> Option<Value> {
+    let (ct, series) = read_series(series_dir, None).unwrap();
     let labels = labels_on(ct.grid());
-    let dir = std::env::temp_dir().join(format!("voxseg-dicom-writers-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("voxseg-dicom-writers-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (rt, seg, nii) = (dir.join("rtstruct.dcm"), dir.join("seg.dcm"), dir.join("labels.nii.gz"));
     write_rtstruct(&rt, &labels, &rois(), &series).unwrap();
@@ -82,19 +82,25 @@ fn rtstruct_and_seg_read_back_by_rt_utils_pydicom_and_highdicom() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
     if !python_ready() {
         eprintln!("SKIPPED: python3 with pydicom, rt-utils, highdicom not available");
-        return;
+        return None;
     }
     let mut cmd = Command::new("python3");
-    cmd.arg(repo().join("scripts/check_dicom_outputs.py")).arg(&series_dir).arg(&nii);
+    cmd.arg(repo().join("scripts/check_dicom_outputs.py")).arg(series_dir).arg(&nii);
     cmd.arg("--rtstruct").arg(&rt).arg("--seg").arg(&seg);
     for r in rois() {
         cmd.arg("--roi").arg(format!("{}={}", r.dicom_name(), r.id));
     }
     let out = cmd.output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_str(&report).unwrap();
-    eprintln!("{report}");
+    assert!(out.status.success(), "{tag}: {report}\n{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{tag}: {report}");
+    std::fs::remove_dir_all(dir).unwrap();
+    Some(serde_json::from_str(&report).unwrap())
+}
+
+#[test]
+fn rtstruct_and_seg_read_back_by_rt_utils_pydicom_and_highdicom() {
+    let Some(v) = write_and_check(&repo().join("tests/fixtures/dicom/full"), "full") else { return };
     assert_eq!(v["rtstruct"]["Liver"]["dice_even_odd"], 1.0);
     assert_eq!(v["rtstruct"]["Brainstem"]["present"], false);
     assert_eq!(v["seg"]["Liver"]["mismatched_voxels"], 0);
@@ -106,5 +112,41 @@ fn rtstruct_and_seg_read_back_by_rt_utils_pydicom_and_highdicom() {
             assert_eq!(r["dice_rt_utils"], 1.0, "{name}");
         }
     }
-    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Kidneys, liver, stomach and the right adrenal lie in the small fixtures' crop.
+fn assert_exact(v: &Value, rt_utils: bool) {
+    for name in ["Kidney_R", "Kidney_L", "Liver", "stomach", "adrenal_gland_right"] {
+        let (r, s) = (&v["rtstruct"][name], &v["seg"][name]);
+        assert!(r["voxels"].as_u64().unwrap() > 0, "{name} not in the crop");
+        assert_eq!(r["dice_even_odd"], 1.0, "{name}");
+        assert_eq!(s["mismatched_voxels"], 0, "{name}");
+        if rt_utils {
+            assert!(r["dice_rt_utils"].as_f64().unwrap() >= 0.95, "{name}: {r}");
+        }
+    }
+}
+
+#[test]
+fn an_anonymised_series_gets_outputs_that_reference_its_file_meta_uids() {
+    let dir = repo().join("tests/fixtures/dicom_wild/blank_uids");
+    let (_, series) = read_series(&dir, None).unwrap();
+    // Every slice referenced by the instance UID its file meta keeps.
+    assert!(series.slices.iter().all(|s| s.sop_instance_uid.starts_with("1.2.826.0.1.3680043.8.498.")));
+    if let Some(v) = write_and_check(&dir, "blank") {
+        assert_exact(&v, true);
+    }
+}
+
+#[test]
+fn outputs_on_an_enhanced_ct_reference_its_frames() {
+    let dir = repo().join("tests/fixtures/dicom_wild/multiframe");
+    let (_, series) = read_series(&dir, None).unwrap();
+    let frames: Vec<Option<u32>> = series.slices.iter().map(|s| s.frame).collect();
+    // highdicom stored the frames head first; voxseg stacks them along the normal.
+    assert_eq!(frames, (1..=8).rev().map(Some).collect::<Vec<_>>());
+    // rt-utils reads single-frame series only: even-odd fill and highdicom here.
+    if let Some(v) = write_and_check(&dir, "multiframe") {
+        assert_exact(&v, false);
+    }
 }

@@ -2,19 +2,23 @@ use std::path::PathBuf;
 
 use crate::GridError;
 
-/// A problem with one file: always names the file.
+/// A problem with one file or folder: always names it. `K` says what is wrong; each
+/// reader has its own (NIfTI: [`ErrorKind`]; DICOM: `voxseg_dicom::ErrorKind`).
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {kind}", path.display())]
-pub struct Error {
+pub struct FileError<K> {
     pub path: PathBuf,
-    pub kind: ErrorKind,
+    pub kind: K,
 }
 
-impl Error {
-    pub(crate) fn new(path: impl Into<PathBuf>, kind: ErrorKind) -> Error {
-        Error { path: path.into(), kind }
+impl<K> FileError<K> {
+    pub fn new(path: impl Into<PathBuf>, kind: K) -> FileError<K> {
+        FileError { path: path.into(), kind }
     }
 }
+
+/// A problem with a NIfTI file.
+pub type Error = FileError<ErrorKind>;
 
 /// What is wrong with a file.
 #[derive(Debug, thiserror::Error)]

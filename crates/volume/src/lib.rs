@@ -12,7 +12,7 @@ mod grid;
 pub mod nifti;
 
 pub use atomic::write_atomically;
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, FileError};
 pub use grid::{Affine, Grid, GridError};
 pub use nifti::{Dtype, Header, Nifti};
 
