@@ -326,17 +326,22 @@ pub struct MergeSummary {
 }
 
 /// Combines shard CSVs into `output` (atomically), refusing files whose columns
-/// differ and case ids that appear more than once.
+/// differ and rows that appear more than once: a case id in a results CSV, a case,
+/// label, name and feature in a radiomics cohort CSV (long format).
 pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<MergeSummary, BatchError> {
     let mut header: Option<(Vec<String>, &Path)> = None;
     let mut seen = HashSet::new();
+    let mut key_width = 1;
     let mut lines = vec![];
     for path in inputs {
         let mut reader = csv::Reader::from_path(path).map_err(|e| BatchError::input(path, e.to_string()))?;
         let h: Vec<String> =
             reader.headers().map_err(|e| BatchError::input(path, e.to_string()))?.iter().map(String::from).collect();
         match &header {
-            None => header = Some((h, path)),
+            None => {
+                key_width = if h == crate::radiomics_report::COHORT_COLUMNS { 4 } else { 1 };
+                header = Some((h, path))
+            }
             Some((first, first_path)) if *first != h => {
                 return Err(BatchError::input(
                     path,
@@ -347,8 +352,9 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<MergeSummary, BatchErr
         }
         for record in reader.records() {
             let record = record.map_err(|e| BatchError::input(path, e.to_string()))?;
-            if !seen.insert(record[0].to_string()) {
-                return Err(BatchError::input(path, format!("case {:?} appears in more than one row", &record[0])));
+            let key: Vec<&str> = record.iter().take(key_width).collect();
+            if !seen.insert(key.join("\0")) {
+                return Err(BatchError::input(path, format!("case {:?} appears in more than one row", key.join(" "))));
             }
             lines.push(csv_line(&record.iter().collect::<Vec<_>>()));
         }
@@ -472,6 +478,21 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("ok2,ok,,3\n"));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn merge_takes_a_case_per_row_group_in_radiomics_cohort_csvs() {
+        let dir = scratch("merge-radiomics");
+        let (a, b) = (dir.join("radiomics-shard-0-of-2.csv"), dir.join("radiomics-shard-1-of-2.csv"));
+        let header = "case_id,label,name,feature,value\n";
+        fs::write(&a, format!("{header}x,1,liver,f1,1.5\nx,1,liver,f2,\nx,2,spleen,f1,3\n")).unwrap();
+        fs::write(&b, format!("{header}y,1,liver,f1,2\n")).unwrap();
+        let out = dir.join("radiomics.csv");
+        assert_eq!(merge(&[a.clone(), b.clone()], &out).unwrap(), MergeSummary { files: 2, rows: 4 });
+        assert!(fs::read_to_string(&out).unwrap().ends_with("x,2,spleen,f1,3\ny,1,liver,f1,2\n"));
+        fs::write(&b, format!("{header}x,1,liver,f2,7\n")).unwrap();
+        assert!(merge(&[a, b], &out).unwrap_err().to_string().contains("more than one row"));
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod names;
 pub mod preview;
 pub mod qc;
+pub mod radiomics_report;
 pub mod report;
 pub mod review;
 mod rng;

@@ -1,10 +1,11 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use voxseg::batch::{discover, run_pipelined, shard, Journal};
 use voxseg::qc::QcFlags;
+use voxseg::radiomics_report::{self, write_for_segmentation, Request};
 use voxseg::segment::{prepare, segment, write, Model, Outputs};
 
 /// Segment and measure many CTs, resumably, one CSV row per case.
@@ -20,6 +21,13 @@ use voxseg::segment::{prepare, segment, write, Model, Outputs};
 /// per case: case_id, status (ok|failed), error (the reason), <organ>_ml per organ of
 /// the model, the QC flags per organ, needs_review, seconds.
 ///
+/// With --radiomics each case folder also gets radiomics.json / radiomics.csv (as
+/// `segment --radiomics` writes them), and OUTDIR/radiomics.csv (with --shard:
+/// radiomics-shard-I-of-N.csv) holds the cohort in long format: case_id, label, name,
+/// feature, value (empty where the feature is null), assembled from the finished
+/// cases' radiomics.json at the end of every run, so a resumed batch neither repeats
+/// nor loses rows. A case whose features cannot be computed is recorded as failed.
+///
 /// A bad case (corrupt, truncated, not 3-D, not CT) is recorded as failed and the
 /// batch goes on. Each row is appended and synced as its case ends, after the
 /// case's files: kill the run at any moment and `--resume` skips finished cases
@@ -31,6 +39,7 @@ use voxseg::segment::{prepare, segment, write, Model, Outputs};
 /// Example (a Slurm array of 4: SLURM_ARRAY_TASK_ID = 0..3):
 ///   voxseg batch cts/ -o out --shard $SLURM_ARRAY_TASK_ID/4
 ///   voxseg batch-merge out/volumes-shard-*-of-4.csv -o out/volumes.csv --report
+///   voxseg batch-merge out/radiomics-shard-*-of-4.csv -o out/radiomics.csv   (with --radiomics)
 #[derive(clap::Args)]
 // The lists and examples in this text are laid out by hand: clap must not rewrap them.
 #[command(verbatim_doc_comment)]
@@ -62,6 +71,13 @@ pub struct BatchArgs {
     /// Also write seg.dcm (DICOM Segmentation) for each DICOM case.
     #[arg(long)]
     pub dicom_seg: bool,
+    /// Also write each case's radiomics.json / radiomics.csv and the cohort's
+    /// long-format OUTDIR/radiomics.csv (see `voxseg radiomics`).
+    #[arg(long)]
+    pub radiomics: bool,
+    /// pyradiomics parameter file (YAML) for --radiomics [default: pyradiomics' defaults].
+    #[arg(long, value_name = "FILE", requires = "radiomics")]
+    pub radiomics_params: Option<PathBuf>,
     /// At the end, also write OUTDIR/report.html, the review page (see `voxseg report`);
     /// with --shard, of the shards of this split found in OUTDIR.
     #[arg(long)]
@@ -69,6 +85,20 @@ pub struct BatchArgs {
     /// Cases read and preprocessed ahead of the device.
     #[arg(long, default_value_t = 2)]
     pub ahead: usize,
+}
+
+/// The ids of the cases the results CSV records as ok, sorted.
+fn ok_cases(csv: &Path) -> Result<Vec<String>> {
+    let mut reader = csv::Reader::from_path(csv).with_context(|| format!("cannot read {}", csv.display()))?;
+    let mut ids = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("cannot read {}", csv.display()))?;
+        if &record[1] == "ok" {
+            ids.push(record[0].to_string());
+        }
+    }
+    ids.sort();
+    Ok(ids)
 }
 
 fn parse_shard(s: &str) -> Result<(u32, u32)> {
@@ -81,6 +111,7 @@ fn parse_shard(s: &str) -> Result<(u32, u32)> {
 
 pub fn run(args: BatchArgs) -> Result<u8> {
     let shard_of = args.shard.as_deref().map(parse_shard).transpose()?;
+    let radiomics = args.radiomics.then(|| Request::read(args.radiomics_params.as_deref())).transpose()?;
     let mut cases = discover(&args.input)?;
     if let Some((i, n)) = shard_of {
         cases = shard(cases, i, n);
@@ -97,6 +128,10 @@ pub fn run(args: BatchArgs) -> Result<u8> {
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
     let csv = args.output.join(voxseg::batch::results_csv_name(shard_of));
     let mut journal = Journal::open(&csv, &columns, args.resume)?;
+    if let Some(request) = &radiomics {
+        // A batch resumed with other radiomics options is refused before any work.
+        radiomics_report::cohort(&args.output, &ok_cases(&csv)?, &request.settings)?;
+    }
     let pending: Vec<_> = cases.iter().filter(|c| !journal.is_done(&c.id)).cloned().collect();
     let bar = ProgressBar::new(cases.len() as u64).with_position((cases.len() - pending.len()) as u64);
     bar.set_style(
@@ -120,7 +155,11 @@ pub fn run(args: BatchArgs) -> Result<u8> {
                     rtstruct: args.rtstruct && dicom,
                     dicom_seg: args.dicom_seg && dicom,
                 };
-                write(&args.output.join(&case.id), &model, &p, &seg, outputs)?;
+                let dir = args.output.join(&case.id);
+                write(&dir, &model, &p, &seg, outputs)?;
+                if let Some(request) = &radiomics {
+                    write_for_segmentation(&dir, &model.package, &p, &seg, request).context("radiomics")?;
+                }
                 Ok(seg)
             });
             let seconds = started.replace(Instant::now()).elapsed().as_secs_f64();
@@ -153,14 +192,15 @@ pub fn run(args: BatchArgs) -> Result<u8> {
         },
     )?;
     bar.finish();
-    let mut reader = csv::Reader::from_path(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
-    let (mut ok, mut failed) = (0, 0);
-    for record in reader.records() {
-        if &record?[1] == "ok" {
-            ok += 1;
-        } else {
-            failed += 1;
-        }
+    let ok_ids = ok_cases(&csv)?;
+    let (ok, failed) = (ok_ids.len(), csv::Reader::from_path(&csv)?.records().count() - ok_ids.len());
+    if let Some(request) = &radiomics {
+        let cohort = args.output.join(radiomics_report::cohort_csv_name(shard_of));
+        radiomics_report::write_cohort_csv(
+            &cohort,
+            &radiomics_report::cohort(&args.output, &ok_ids, &request.settings)?,
+        )?;
+        eprintln!("radiomics of {ok} cases: {}", cohort.display());
     }
     eprintln!("{ok} ok, {failed} failed: {}", csv.display());
     if args.report {

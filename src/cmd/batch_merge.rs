@@ -6,10 +6,15 @@ use anyhow::Result;
 ///
 /// Each `voxseg batch --shard I/N` run writes `volumes-shard-I-of-N.csv`; this joins
 /// them, refusing files whose columns differ (another model or voxseg version) and
-/// case ids that appear twice. The output is written atomically.
+/// case ids that appear twice. `batch --radiomics --shard I/N` also writes
+/// `radiomics-shard-I-of-N.csv` (long format: case_id, label, name, feature, value),
+/// merged the same way, a row repeated being refused. The output is written atomically.
 ///
-/// Example: voxseg batch-merge out/volumes-shard-*-of-4.csv -o out/volumes.csv --report
+/// Examples: voxseg batch-merge out/volumes-shard-*-of-4.csv -o out/volumes.csv --report
+///           voxseg batch-merge out/radiomics-shard-*-of-4.csv -o out/radiomics.csv
 #[derive(clap::Args)]
+// The examples in this text are laid out by hand: clap must not rewrap them.
+#[command(verbatim_doc_comment)]
 pub struct BatchMergeArgs {
     /// The shard CSV files.
     #[arg(required = true)]
@@ -18,7 +23,7 @@ pub struct BatchMergeArgs {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Also write report.html, the review page (see `voxseg report`), beside the
-    /// merged CSV, of it and the case folders there.
+    /// merged CSV, of it and the case folders there (volumes CSVs only).
     #[arg(long)]
     pub report: bool,
 }

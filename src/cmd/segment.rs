@@ -1,9 +1,10 @@
 use std::path::PathBuf;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
+use voxseg::radiomics_report::{write_for_segmentation, Request};
 use voxseg::segment::{prepare, segment, stats, write, Model, Outputs};
 
 /// Segment the organs of one CT and measure them.
@@ -24,6 +25,9 @@ use voxseg::segment::{prepare, segment, stats, write, Model, Outputs};
 ///   OUTDIR/rtstruct.dcm   with --rtstruct (DICOM input): RT Structure Set, one ROI
 ///                         per organ found, named by TG-263 where the model has it
 ///   OUTDIR/seg.dcm        with --dicom-seg (DICOM input): binary DICOM Segmentation
+///   OUTDIR/radiomics.json with --radiomics: pyradiomics' features of every organ on
+///   OUTDIR/radiomics.csv  the CT as given (its grid, HU), as `voxseg radiomics
+///                         --json` / `--csv` write them
 ///
 /// Without --model the package built into the binary runs: liver-ct-kul, the KU
 /// Leuven whole-liver CT model (trained by its authors; see models/liver-ct-kul).
@@ -59,6 +63,13 @@ pub struct SegmentArgs {
     /// Also write preview.png.
     #[arg(long)]
     pub preview: bool,
+    /// Also write radiomics.json and radiomics.csv: the 107 features of pyradiomics'
+    /// default extractor for every organ of the model (see `voxseg radiomics`).
+    #[arg(long)]
+    pub radiomics: bool,
+    /// pyradiomics parameter file (YAML) for --radiomics [default: pyradiomics' defaults].
+    #[arg(long, value_name = "FILE", requires = "radiomics")]
+    pub radiomics_params: Option<PathBuf>,
     /// Print stats.json's content.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +99,8 @@ pub fn run(args: SegmentArgs) -> Result<()> {
             args.ct.display()
         );
     }
+    // A bad parameter file fails before the model loads.
+    let radiomics = args.radiomics.then(|| Request::read(args.radiomics_params.as_deref())).transpose()?;
     let device = args.run_on.apply()?;
     // The current stage on a terminal (a CPU run takes a minute); nothing otherwise.
     // Cleared when done, and on an error too (when it is dropped).
@@ -110,6 +123,13 @@ pub fn run(args: SegmentArgs) -> Result<()> {
     spinner.set_message(format!("writing {}", args.output.display()));
     let outputs = Outputs { preview: args.preview, rtstruct: args.rtstruct, dicom_seg: args.dicom_seg };
     seg.timings = write(&args.output, &model, &prepared, &seg, outputs)?;
+    let mut radiomics_ms = None;
+    if let Some(request) = &radiomics {
+        spinner.set_message("computing radiomics features");
+        let start = Instant::now();
+        write_for_segmentation(&args.output, &model.package, &prepared, &seg, request)?;
+        radiomics_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
+    }
     spinner.finish_and_clear();
     if args.verbose {
         let t = &seg.timings;
@@ -118,6 +138,9 @@ pub fn run(args: SegmentArgs) -> Result<()> {
             model.package.name, model.device.name, seg.mode, t.read_ms, t.preprocess_ms, t.upload_ms, t.forward_ms,
             t.argmax_ms, t.download_ms, t.postprocess_ms, t.write_ms
         );
+        if let Some(ms) = radiomics_ms {
+            eprintln!("radiomics {ms:.0} ms");
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&stats(&model, &prepared, &seg))?);
