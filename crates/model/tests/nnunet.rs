@@ -136,16 +136,16 @@ fn resampling_matches_skimage_as_nnunet_calls_it() {
 
 /// The CT as nnU-Net's SimpleITK reader gives it: `[k, j, i]` (voxseg's buffer order)
 /// with the spacing in that order.
-fn example_ct() -> (Vec<f32>, [usize; 3], [f64; 3], voxseg_volume::nifti::Header) {
-    let (ct, header) = voxseg_volume::nifti::read_image(&repo("../shared/data/totalseg/example_ct_sm.nii.gz")).unwrap();
+fn example_ct() -> (Vec<f32>, [usize; 3], [f64; 3]) {
+    let (ct, _) = voxseg_volume::nifti::read_image(repo("../shared/data/totalseg/example_ct_sm.nii.gz")).unwrap();
     let [ni, nj, nk] = ct.shape();
     let sp = ct.grid().spacing();
-    (ct.data().to_vec(), [nk, nj, ni], [sp[2], sp[1], sp[0]], header)
+    (ct.data().to_vec(), [nk, nj, ni], [sp[2], sp[1], sp[0]])
 }
 
 #[test]
 fn whole_inference_matches_nnunet_on_a_real_ct() {
-    let (ct, shape, spacing, _) = example_ct();
+    let (ct, shape, spacing) = example_ct();
     let device = cpu().device;
     for (folder, tag) in [(PLAIN, "plain"), (RESENC, "resenc")] {
         let f = NnunetFolder::open(&repo(folder), &[]).unwrap();
@@ -169,7 +169,7 @@ fn whole_inference_matches_nnunet_on_a_real_ct() {
 
         let labels = pipeline::labels(&logits, classes, &prepared, &f.plan);
         let (want, _) =
-            voxseg_volume::nifti::read_labels(&repo(&format!("tests/fixtures/nnunet/{tag}_labels.nii.gz"))).unwrap();
+            voxseg_volume::nifti::read_labels(repo(&format!("tests/fixtures/nnunet/{tag}_labels.nii.gz"))).unwrap();
         let same = labels.iter().zip(want.data()).filter(|(a, b)| a == b).count();
         let agreement = same as f64 / labels.len() as f64;
         assert!(agreement >= 0.9999, "{tag}: labels agree on {:.5} % of voxels", 100.0 * agreement);

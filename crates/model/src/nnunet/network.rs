@@ -86,20 +86,20 @@ impl NnunetConfig {
             total += (cin * f[0]) as u64 * taps(self.kernel_sizes[0]) * voxels(s);
             cin = f[0];
         }
-        for stage in 0..f.len() {
+        for (stage, &width) in f.iter().enumerate() {
             for j in 0..self.encoder_depth[stage] {
                 if j == 0 {
                     s = std::array::from_fn(|a| s[a].div_ceil(self.strides[stage][a]));
                 }
                 let k = taps(self.kernel_sizes[stage]);
-                total += (cin * f[stage]) as u64 * k * voxels(s);
+                total += (cin * width) as u64 * k * voxels(s);
                 if self.class == UnetClass::ResidualEncoderUNet {
-                    total += (f[stage] * f[stage]) as u64 * k * voxels(s);
-                    if cin != f[stage] {
-                        total += (cin * f[stage]) as u64 * voxels(s);
+                    total += (width * width) as u64 * k * voxels(s);
+                    if cin != width {
+                        total += (cin * width) as u64 * voxels(s);
                     }
                 }
-                cin = f[stage];
+                cin = width;
             }
             sizes.push(s);
         }
