@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use voxseg_dicom::{CtSeries, Roi};
+use voxseg_model::nnunet::{self, pipeline, NnunetFolder, NnunetNetwork};
 use voxseg_model::{
     predict, predict_multipath, select, DeviceChoice, ModelPackage, Net, Network, Options, Prediction, Selected,
 };
@@ -70,6 +71,9 @@ impl Model {
     /// `spec` is a package directory, or the name of one found by
     /// [`package_candidates`]; `None` is the package embedded in the binary.
     pub fn load(spec: Option<&str>, device: DeviceChoice) -> Result<Model> {
+        if let Some(folder) = spec.map(Path::new).filter(|p| nnunet::is_folder(p)) {
+            return Model::load_nnunet_folder(folder, device);
+        }
         // A name that finds no package fails before any device is probed.
         let dir = spec.map(find_package).transpose()?;
         let device = select(device)?;
@@ -89,6 +93,17 @@ impl Model {
                 (package, net)
             }
         };
+        Ok(Model { package, net, device })
+    }
+
+    /// An nnU-Net v2 training folder run as it is (every fold, weights read from its
+    /// checkpoints), as `voxseg import` would package it.
+    fn load_nnunet_folder(folder: &Path, device: DeviceChoice) -> Result<Model> {
+        let nnunet = NnunetFolder::open(folder, &[])?;
+        let device = select(device)?;
+        let name = format!("{}-{}", nnunet.dataset, nnunet.configuration);
+        let package = nnunet.package(&name, "(the folder's fold_*/checkpoint_final.pth)", folder);
+        let net = Net::Nnunet(Box::new(nnunet.load(&device.device)?));
         Ok(Model { package, net, device })
     }
 
@@ -143,6 +158,9 @@ pub struct Prepared {
     pub input: Image,
     /// Where the input's first voxel lies on the model grid.
     pub input_start: [i64; 3],
+    /// nnU-Net models: the network's input on the plans' grid, and how to undo it
+    /// (then `input` is the CT in the package orientation, on its own grid).
+    pub nnunet: Option<pipeline::Prepared>,
     pub timings: StageTimings,
 }
 
@@ -171,6 +189,28 @@ pub fn prepare(path: &Path, series: Option<&str>, package: &ModelPackage) -> Res
     let p = &package.preprocess;
     let orientation: Orientation = p.orientation.parse().map_err(|e| anyhow::anyhow!("model orientation: {e}"))?;
     let (canonical, reorientation) = reorient(ct.clone(), orientation)?;
+    if let Network::Nnunet(n) = &package.network {
+        let crop = Window::new(canonical.grid(), [0; 3], canonical.shape())?;
+        let [ni, nj, nk] = canonical.shape();
+        let sp = canonical.grid().spacing();
+        // nnU-Net's SimpleITK reader gives the [k, j, i] array voxseg stores.
+        let nnunet = pipeline::prepare(canonical.data(), [nk, nj, ni], [sp[2], sp[1], sp[0]], &n.plan)
+            .with_context(|| format!("{}: every voxel is 0, nothing to segment", path.display()))?;
+        let timings = StageTimings { read_ms, preprocess_ms: ms(start), ..StageTimings::default() };
+        return Ok(Prepared {
+            path: path.to_path_buf(),
+            ct,
+            header,
+            dicom,
+            model_grid: canonical.grid().clone(),
+            reorientation,
+            crop,
+            input: canonical,
+            input_start: [0; 3],
+            nnunet: Some(nnunet),
+            timings,
+        });
+    }
     let crop = match &p.region_crop {
         Some(c) => region_window(&canonical, c)?,
         None => Window::new(canonical.grid(), [0; 3], canonical.shape())?,
@@ -207,6 +247,7 @@ pub fn prepare(path: &Path, series: Option<&str>, package: &ModelPackage) -> Res
         crop,
         input,
         input_start,
+        nnunet: None,
         timings,
     })
 }
@@ -238,6 +279,7 @@ pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
     let input = &prepared.input;
     let device = &model.device.device;
     let prediction: Prediction = match &model.net {
+        Net::Nnunet(net) => return segment_nnunet(model, prepared, net),
         Net::AnatomyNet(net) => {
             let opts = Options { keep_probabilities: true, ..Options::default() };
             predict(net, input.data(), input.shape(), device, &opts)?
@@ -251,8 +293,6 @@ pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
     timings.download_ms = prediction.timings.download_ms;
 
     let start = Instant::now();
-    let package = &model.package;
-    let ct = &prepared.ct;
     let reorientation = &prepared.reorientation;
     let probabilities = prediction.probabilities.as_deref().context("the engine returned no probabilities")?;
     // The answer on the model grid: every model-grid voxel takes the nearest voxel of
@@ -267,7 +307,53 @@ pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
     let labels = reorientation.undo(prepared.crop.undo(resample_argmax(&probs, grid, &cropped)?, 0)?)?;
     let confidence = Volume::new(grid.clone(), confidence);
     let confidence = reorientation.undo(prepared.crop.undo(resample_nearest(&confidence, &cropped)?, 0.0)?)?;
-    let mut labels = labels;
+    let (structures, cleanup, labels) = measure_structures(model, prepared, labels, Some(&confidence))?;
+    timings.postprocess_ms = ms(start);
+    Ok(Segmentation { labels, structures, cleanup, timings, mode: prediction.mode })
+}
+
+/// An nnU-Net model: sliding windows over the plans' grid, then nnU-Net's way back to
+/// the CT (logits resampled, argmax), then voxseg's measurements.
+fn segment_nnunet(
+    model: &Model,
+    prepared: &Prepared,
+    net: &voxseg_model::nnunet::NnunetEnsemble,
+) -> Result<Segmentation> {
+    let Network::Nnunet(n) = &model.package.network else { bail!("the package is not an nnU-Net model") };
+    let n: &NnunetNetwork = n;
+    let input = prepared.nnunet.as_ref().context("the CT was not prepared for an nnU-Net model")?;
+    let mut timings = prepared.timings;
+    let start = Instant::now();
+    let classes = n.unet.classes;
+    let logits = nnunet::predict_logits(
+        &net.folds,
+        classes,
+        &input.data,
+        input.shape,
+        &n.window(),
+        &model.device.device,
+        |_, _| {},
+    );
+    timings.forward_ms = ms(start);
+    let start = Instant::now();
+    let kji = pipeline::labels(&logits, classes, input, &n.plan);
+    let canonical = Volume::new(prepared.input.grid().clone(), kji);
+    let labels = prepared.reorientation.undo(canonical)?;
+    let (structures, cleanup, labels) = measure_structures(model, prepared, labels, None)?;
+    timings.postprocess_ms = ms(start);
+    Ok(Segmentation { labels, structures, cleanup, timings, mode: "sliding-window" })
+}
+
+/// Clean-up as the package says, then one report per organ with its QC flags;
+/// `confidence` (the winning class's probability per voxel), where the engine has one.
+fn measure_structures(
+    model: &Model,
+    prepared: &Prepared,
+    mut labels: LabelMap,
+    confidence: Option<&Volume<f32>>,
+) -> Result<(Vec<StructureReport>, Vec<CleanupReport>, LabelMap)> {
+    let package = &model.package;
+    let ct = &prepared.ct;
     let rules: Vec<_> = package.labels.iter().map(|l| (l.id, l.cleanup)).collect();
     let cleanup = clean(&mut labels, Connectivity::Corners, |id| {
         rules.iter().find(|(l, _)| *l == id).map(|(_, c)| *c).unwrap_or_default()
@@ -278,8 +364,9 @@ pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
         .into_iter()
         .zip(&package.labels)
         .map(|(m, label)| {
-            let inside: Vec<f32> =
-                labels.data().iter().zip(confidence.data()).filter(|(&l, _)| l == label.id).map(|(_, &c)| c).collect();
+            let inside: Vec<f32> = confidence.map_or_else(Vec::new, |confidence| {
+                labels.data().iter().zip(confidence.data()).filter(|(&l, _)| l == label.id).map(|(_, &c)| c).collect()
+            });
             let evidence = Evidence {
                 volume_ml: m.volume_ml,
                 touches_border: m.touches_border,
@@ -299,8 +386,7 @@ pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
             }
         })
         .collect();
-    timings.postprocess_ms = ms(start);
-    Ok(Segmentation { labels, structures, cleanup, timings, mode: prediction.mode })
+    Ok((structures, cleanup, labels))
 }
 
 /// What `segment --json` prints and `stats.json` holds.

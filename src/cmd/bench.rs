@@ -1,6 +1,7 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use voxseg::model::{predict, predict_multipath, select, AnatomyNetConfig, Net, Network, Options, Timings};
+use voxseg::model::{Tensor, TensorData};
 use voxseg::segment::Model;
 
 /// Time the network's forward pass on one whole volume.
@@ -115,6 +116,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let x = input(i * j * k);
             let pass = move || Ok(predict_multipath(net, &x, [i, j, k], on)?.timings);
             ([k, j, i], 2, net.macs([i, j, k]), Box::new(pass))
+        }
+        Net::Nnunet(net) => {
+            let Some(Network::Nnunet(n)) = package.as_ref().map(|p| &p.network) else {
+                bail!("the package is not an nnU-Net model")
+            };
+            // One tile through one fold: the unit every sliding-window pass repeats.
+            let patch = n.plan.patch_size;
+            let x = input(patch.iter().product());
+            let fold = &net.folds[0];
+            let pass = move || {
+                let start = std::time::Instant::now();
+                let t = Tensor::<5>::from_data(TensorData::new(x.clone(), [1, 1, patch[0], patch[1], patch[2]]), on);
+                let upload_ms = start.elapsed().as_secs_f64() * 1000.0;
+                let start = std::time::Instant::now();
+                fold.forward(t).into_data();
+                let forward_ms = start.elapsed().as_secs_f64() * 1000.0;
+                Ok(Timings { upload_ms, forward_ms, ..Timings::default() })
+            };
+            (patch, n.unet.classes, n.unet.macs(patch), Box::new(pass))
         }
     };
     pass()?;

@@ -1,41 +1,57 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use voxseg::model::nnunet::{self, NnunetFolder};
 use voxseg::model::{
     import_pytorch, save, select, AnatomyNetConfig, DeviceChoice, Label, ModelPackage, Network, Preprocess, Provenance,
 };
 use voxseg::preprocess::Intensity;
 
-/// Turn a PyTorch AnatomyNet state dict into a voxseg model package.
+/// Turn trained weights into a voxseg model package: an nnU-Net v2 training folder, or
+/// a PyTorch AnatomyNet state dict.
 ///
-/// Reads `.pt`/`.pth` (torch.save of a state dict) or `.safetensors` whose keys are
-/// the reference implementation's (conv1, bn1, layer1..layer11; see DESIGN.md),
-/// maps them onto voxseg's network through an explicit key table, checks every
-/// tensor's presence and shape (a mismatch names the tensor, exit 2), and writes
-/// OUT/model.toml + OUT/weights.bpk (burn's format). The package then runs with
-/// `voxseg segment --model OUT`.
+/// An nnU-Net v2 training folder (<Trainer>__<Plans>__<configuration>, holding
+/// dataset.json, plans.json and fold_K/checkpoint_final.pth) carries everything
+/// itself: labels from dataset.json (TG-263 names where known), the network and the
+/// preprocessing from the plans, every fold's weights (--folds picks some). The
+/// package runs as nnU-Net runs it (sliding windows, no clean-up). `segment --model`
+/// also takes such a folder directly, without importing it.
 ///
-/// Example: voxseg import weights.pth -o models/my-spleen --labels spleen
+/// A state dict (.pt/.pth from torch.save, or .safetensors) uses the AnatomyNet
+/// reference implementation's keys (conv1, bn1, layer1..layer11; see DESIGN.md) and
+/// needs --labels, --spacing and --window.
+///
+/// Every tensor's presence and shape is checked (a mismatch names the tensor, exit 2);
+/// the package is OUT/model.toml + OUT/weights.bpk (burn's format).
+///
+/// Examples:
+///   voxseg import Dataset291_TotalSegmentator_part1_organs_1559subj/nnUNetTrainerNoMirroring__nnUNetPlans__3d_fullres
+///            -o models/ts-organs
+///   voxseg import weights.pth -o models/my-spleen --labels spleen
 ///            --spacing 1.5,1.5,1.5 --window -160,240
 ///            --trained-on "40 portal-venous CTs, in-house" --measured-on "not measured"
 #[derive(clap::Args)]
 // The lists and examples in this text are laid out by hand: clap must not rewrap them.
 #[command(verbatim_doc_comment)]
 pub struct ImportArgs {
-    /// The state dict (.pt, .pth or .safetensors).
+    /// An nnU-Net v2 training folder, or a state dict (.pt, .pth or .safetensors).
     pub state_dict: PathBuf,
     /// Package directory to create.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Organ names for classes 1..K-1, comma-separated, in class order.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// State dict: organ names for classes 1..K-1, comma-separated, in class order.
+    #[arg(long, value_delimiter = ',')]
     pub labels: Vec<String>,
-    /// Target voxel spacing in mm the network was trained at: X,Y,Z.
-    #[arg(long, value_delimiter = ',', required = true, allow_hyphen_values = true)]
+    /// State dict: target voxel spacing in mm the network was trained at: X,Y,Z.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub spacing: Vec<f64>,
-    /// HU window MIN,MAX the network was trained with.
-    #[arg(long, value_delimiter = ',', required = true, allow_hyphen_values = true)]
+    /// State dict: HU window MIN,MAX the network was trained with.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub window: Vec<f64>,
+    /// nnU-Net folder: the folds to import, comma-separated (`0,1,2`, `all`); default
+    /// every fold with a checkpoint_final.pth.
+    #[arg(long, value_delimiter = ',')]
+    pub folds: Vec<String>,
     /// How the window maps to network input: `unit` = [0, 1], `centered` = [-0.5, 0.5].
     #[arg(long, default_value = "unit", value_parser = ["unit", "centered"])]
     pub scale: String,
@@ -45,17 +61,32 @@ pub struct ImportArgs {
     /// Package name (default: the output directory's name).
     #[arg(long)]
     pub name: Option<String>,
-    /// What the weights were trained on (stored as provenance; be specific).
-    #[arg(long, default_value = "unknown (imported without provenance)")]
-    pub trained_on: String,
-    /// What their accuracy was measured on, with numbers, or "not measured".
-    #[arg(long, default_value = "not measured")]
-    pub measured_on: String,
+    /// What the weights were trained on (stored as provenance; be specific). Default
+    /// for a state dict: "unknown (imported without provenance)"; for an nnU-Net
+    /// folder: its dataset, trainer, plans and configuration.
+    #[arg(long)]
+    pub trained_on: Option<String>,
+    /// What their accuracy was measured on, with numbers. Default: "not measured".
+    #[arg(long)]
+    pub measured_on: Option<String>,
 }
 
 pub fn run(args: ImportArgs) -> Result<()> {
-    if args.spacing.len() != 3 || args.window.len() != 2 {
-        bail!("--spacing takes X,Y,Z and --window takes MIN,MAX (comma-separated)");
+    if args.output.join("model.toml").exists() {
+        bail!("{} already holds a model package; choose a new directory", args.output.display());
+    }
+    if nnunet::is_folder(&args.state_dict) {
+        return import_nnunet(args);
+    }
+    if args.labels.is_empty() || args.spacing.len() != 3 || args.window.len() != 2 {
+        bail!(
+            "{}: a state dict needs --labels, --spacing X,Y,Z and --window MIN,MAX (comma-separated); \
+             an nnU-Net folder (with plans.json and dataset.json) needs none",
+            args.state_dict.display()
+        );
+    }
+    if !args.folds.is_empty() {
+        bail!("--folds chooses folds of an nnU-Net folder; {} is a state dict", args.state_dict.display());
     }
     let [min_hu, max_hu] = [args.window[0], args.window[1]];
     let intensity = match args.scale.as_str() {
@@ -63,13 +94,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         _ => Intensity::Linear { min_hu, max_hu, out_min: -0.5, out_max: 0.5 },
     };
     let network = AnatomyNetConfig::new(args.labels.len() + 1);
-    let name = match &args.name {
-        Some(n) => n.clone(),
-        None => args.output.file_name().context("the output needs a directory name")?.to_string_lossy().into_owned(),
-    };
-    if args.output.join("model.toml").exists() {
-        bail!("{} already holds a model package; choose a new directory", args.output.display());
-    }
+    let name = package_name(&args)?;
     let device = select(DeviceChoice::Cpu)?.device;
     let net = import_pytorch(&network, &args.state_dict, &device)?;
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
@@ -99,8 +124,8 @@ pub fn run(args: ImportArgs) -> Result<()> {
             segment: None,
         },
         provenance: Provenance {
-            trained_on: args.trained_on,
-            measured_on: args.measured_on,
+            trained_on: args.trained_on.unwrap_or_else(|| "unknown (imported without provenance)".into()),
+            measured_on: args.measured_on.unwrap_or_else(|| "not measured".into()),
             source: Some(format!("voxseg import {}", args.state_dict.display())),
             licence: None,
             training: None,
@@ -112,5 +137,48 @@ pub fn run(args: ImportArgs) -> Result<()> {
     // Prove the package loads as written.
     ModelPackage::open(&args.output)?.load(&device)?;
     eprintln!("wrote {} ({} classes: background, {})", args.output.display(), network.classes, args.labels.join(", "));
+    Ok(())
+}
+
+/// `--name`, or the output directory's name.
+fn package_name(args: &ImportArgs) -> Result<String> {
+    Ok(match &args.name {
+        Some(n) => n.clone(),
+        None => args.output.file_name().context("the output needs a directory name")?.to_string_lossy().into_owned(),
+    })
+}
+
+fn import_nnunet(args: ImportArgs) -> Result<()> {
+    if !args.labels.is_empty() || !args.spacing.is_empty() || !args.window.is_empty() {
+        bail!(
+            "{} is an nnU-Net folder: its labels, spacing and intensity come from dataset.json and plans.json, \
+             so --labels, --spacing and --window do not apply",
+            args.state_dict.display()
+        );
+    }
+    let folder = NnunetFolder::open(&args.state_dict, &args.folds)?;
+    let device = select(DeviceChoice::Cpu)?.device;
+    let net = folder.load(&device)?;
+    let mut package = folder.package(&package_name(&args)?, "weights.bpk", &args.output);
+    if let Some(t) = args.trained_on {
+        package.provenance.trained_on = t;
+    }
+    if let Some(m) = args.measured_on {
+        package.provenance.measured_on = m;
+    }
+    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    save(&net, &package.weights_path())?;
+    package.write_toml(&args.output)?;
+    // Prove the package loads as written.
+    ModelPackage::open(&args.output)?.load(&device)?;
+    let names: Vec<&str> = folder.labels.iter().map(|(_, n)| n.as_str()).collect();
+    eprintln!(
+        "wrote {} ({:?}, {} fold(s), {} classes: background, {})",
+        args.output.display(),
+        folder.network.class,
+        folder.folds.len(),
+        folder.network.classes,
+        names.join(", ")
+    );
     Ok(())
 }

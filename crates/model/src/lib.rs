@@ -10,6 +10,7 @@ mod infer;
 mod kernels;
 mod loss;
 mod multipath;
+pub mod nnunet;
 mod package;
 mod trainer;
 mod weights;
@@ -24,6 +25,6 @@ pub use package::{
     Cleanup, Label, ModelPackage, Net, Network, OrganDice, Preprocess, Provenance, QcRules, TrainingRecord,
 };
 pub use trainer::{Sample, Trainer};
-pub use weights::{import_pytorch, load, load_multipath, load_multipath_bytes, save};
+pub use weights::{import_pytorch, load, load_multipath, load_multipath_bytes, load_nnunet, save};
 
-pub use burn::tensor::Device;
+pub use burn::tensor::{Device, Tensor, TensorData};

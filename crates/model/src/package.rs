@@ -35,6 +35,7 @@ use voxseg_preprocess::Intensity;
 
 use crate::anatomynet::{AnatomyNet, AnatomyNetConfig};
 use crate::multipath::{MultipathUnet, MultipathUnetConfig};
+use crate::nnunet::{NnunetEnsemble, NnunetNetwork};
 use crate::Error;
 
 /// Which network, with its shape: `[network]` in model.toml, `architecture` inside.
@@ -44,6 +45,8 @@ pub enum Network {
     Anatomynet(AnatomyNetConfig),
     /// One output: P(organ), for a single organ (label 1).
     MultipathUnet(MultipathUnetConfig),
+    /// An nnU-Net v2 model (PlainConvUNet or ResidualEncoderUNet) with its plans.
+    Nnunet(Box<NnunetNetwork>),
 }
 
 impl Network {
@@ -52,6 +55,7 @@ impl Network {
         match self {
             Network::Anatomynet(c) => c.classes,
             Network::MultipathUnet(_) => 2,
+            Network::Nnunet(n) => n.unet.classes,
         }
     }
 }
@@ -61,6 +65,7 @@ impl Network {
 pub enum Net {
     AnatomyNet(Box<AnatomyNet>),
     MultipathUnet(Box<MultipathUnet>),
+    Nnunet(Box<NnunetEnsemble>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,7 +221,12 @@ impl ModelPackage {
         if p.stride == 0 || p.stride % 2 == 1 {
             return Err(format!("stride {} must be even (the network halves the input once)", p.stride));
         }
-        p.intensity.validate().map_err(|e| e.to_string())
+        p.intensity.validate().map_err(|e| e.to_string())?;
+        match &self.network {
+            Network::Nnunet(n) if n.folds.is_empty() => Err("an nnU-Net package needs at least one fold".into()),
+            Network::Nnunet(n) => n.unet.validate(),
+            _ => Ok(()),
+        }
     }
 
     pub fn weights_path(&self) -> PathBuf {
@@ -230,6 +240,9 @@ impl ModelPackage {
             Network::Anatomynet(c) => Net::AnatomyNet(Box::new(crate::weights::load(c, &path, device)?)),
             Network::MultipathUnet(c) => {
                 Net::MultipathUnet(Box::new(crate::weights::load_multipath(c, &path, device)?))
+            }
+            Network::Nnunet(n) => {
+                Net::Nnunet(Box::new(crate::weights::load_nnunet(&n.unet, n.folds.len(), &path, device)?))
             }
         })
     }

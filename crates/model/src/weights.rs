@@ -11,6 +11,7 @@ use burn_store::{
 
 use crate::anatomynet::{AnatomyNet, AnatomyNetConfig};
 use crate::multipath::{MultipathUnet, MultipathUnetConfig};
+use crate::nnunet::{NnunetConfig, NnunetEnsemble};
 use crate::Error;
 
 /// Turns a partial application into a typed error naming every tensor at fault.
@@ -61,6 +62,14 @@ pub fn load(config: &AnatomyNetConfig, path: &Path, device: &Device) -> Result<A
     apply(config.init(device), &mut store, path, &[])
 }
 
+/// `folds` nnU-Net networks of `config`'s shape with the weights in the burnpack file
+/// `path` (`voxseg import` of a training folder writes it).
+pub fn load_nnunet(config: &NnunetConfig, folds: usize, path: &Path, device: &Device) -> Result<NnunetEnsemble, Error> {
+    require_file(path)?;
+    let mut store = BurnpackStore::from_file(path).allow_partial(true).validate(false);
+    apply(NnunetEnsemble { folds: (0..folds).map(|_| config.init(device)).collect() }, &mut store, path, &[])
+}
+
 /// The KU Leuven liver network with weights from a safetensors file whose names are
 /// the module's own (`down.L.J`, `up.L.J`, `head`), as `scripts/convert_liver_kul.py`
 /// writes them.
@@ -84,7 +93,7 @@ pub fn load_multipath_bytes(
 
 /// Writes `net`'s weights to `path` (burnpack), through a temporary file and a
 /// rename so a crash never leaves half a file.
-pub fn save(net: &AnatomyNet, path: &Path) -> Result<(), Error> {
+pub fn save<M: ModuleSnapshot>(net: &M, path: &Path) -> Result<(), Error> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let fail = |reason: String| Error::WeightsUnwritable { path: path.into(), reason };
     let mut store = BurnpackStore::from_file(&tmp).overwrite(true);

@@ -12,8 +12,9 @@ use crate::components::{Components, Connectivity};
 #[serde(deny_unknown_fields)]
 pub struct Cleanup {
     /// Keep only the k largest components (2 for paired organs stored as one label);
-    /// `None` keeps all.
-    #[serde(default = "keep_one")]
+    /// `None` keeps all (`keep_largest = 0` in model.toml: TOML has no null, and a
+    /// missing key means the default, 1).
+    #[serde(default = "keep_one", with = "zero_keeps_all")]
     pub keep_largest: Option<usize>,
     /// Drop components smaller than this many mm3.
     #[serde(default)]
@@ -25,6 +26,19 @@ pub struct Cleanup {
 
 fn keep_one() -> Option<usize> {
     Some(1)
+}
+
+/// `keep_largest` in files: a count, 0 for "keep every component".
+mod zero_keeps_all {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(keep: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(keep.unwrap_or(0) as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        Ok(Some(usize::deserialize(d)?).filter(|&k| k > 0))
+    }
 }
 
 fn yes() -> bool {

@@ -21,6 +21,7 @@ mod intensity;
 mod orientation;
 pub mod region;
 pub mod resample;
+pub mod resize;
 mod slices;
 mod window;
 pub mod zoom;

@@ -14,7 +14,7 @@ mod conv3d;
 
 use burn::backend::DispatchDevice;
 use burn::nn::conv::Conv3d;
-use burn::nn::{BatchNorm, PaddingConfig3d};
+use burn::nn::{BatchNorm, InstanceNorm, PaddingConfig3d};
 use burn::prelude::*;
 use burn::tensor::activation::leaky_relu;
 use rayon::prelude::*;
@@ -86,6 +86,32 @@ pub fn instance_norm_act(x: Tensor<5>, epsilon: f64, act: Activation) -> Tensor<
         let var = channel.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n;
         let (mean, scale) = (mean as f32, (1.0 / (var.sqrt() + epsilon)) as f32);
         channel.iter_mut().for_each(|a| *a = act.apply((*a - mean) * scale));
+    });
+    Tensor::from_data(TensorData::new(v, dims), &device)
+}
+
+/// `act(gamma * (x - mean) / sqrt(var + epsilon) + beta)` per `[n, c]` over the whole
+/// volume (PyTorch's `InstanceNorm3d(affine=True)`, biased variance, as nnU-Net
+/// normalises), in two passes over `x` in place on the CPU.
+pub fn instance_norm_affine_act(x: Tensor<5>, norm: &InstanceNorm, act: Activation) -> Tensor<5> {
+    if !on_cpu_backend(&x) {
+        return act.on_tensor(norm.forward(x));
+    }
+    let device = x.device();
+    let dims = x.dims();
+    let channels = dims[1];
+    let ones = || vec![1.0; channels];
+    let gamma = norm.gamma.as_ref().map_or_else(ones, |g| floats(g.val()));
+    let beta = norm.beta.as_ref().map_or_else(|| vec![0.0; channels], |b| floats(b.val()));
+    let mut v = floats(x);
+    v.par_chunks_mut(dims[2] * dims[3] * dims[4]).enumerate().for_each(|(nc, channel)| {
+        let c = nc % channels;
+        let n = channel.len() as f64;
+        let mean = channel.iter().map(|&a| a as f64).sum::<f64>() / n;
+        let var = channel.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n;
+        let scale = gamma[c] as f64 / (var + norm.epsilon).sqrt();
+        let (scale, shift) = (scale as f32, (beta[c] as f64 - mean * scale) as f32);
+        channel.iter_mut().for_each(|a| *a = act.apply(*a * scale + shift));
     });
     Tensor::from_data(TensorData::new(v, dims), &device)
 }
