@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use voxseg_dicom::{CtSeries, Roi};
 use voxseg_model::{
-    predict, predict_multipath, select, DeviceChoice, ModelPackage, Net, Network, Options, Prediction, Selected,
+    predict, predict_multipath, select, DeviceChoice, ModelPackage, Net, Network, Options, Plan, Precision, Prediction,
+    Selected,
 };
 use voxseg_postprocess::{clean, measure, CleanupReport, Connectivity};
 use voxseg_preprocess::region::region_window;
@@ -35,6 +36,8 @@ pub struct Model {
     pub package: ModelPackage,
     pub net: Net,
     pub device: Selected,
+    /// The network's float type on this device (`--precision`).
+    pub precision: Plan,
 }
 
 /// Where `--model NAME` is looked for, in order: NAME as a directory, then
@@ -89,7 +92,14 @@ impl Model {
                 (package, net)
             }
         };
-        Ok(Model { package, net, device })
+        let precision = Plan::new(Precision::F32, &device.device);
+        Ok(Model { package, net, device, precision })
+    }
+
+    /// The model with its weights cast to `precision` (see [`Plan`] for what runs in it).
+    pub fn at_precision(self, precision: Precision) -> Model {
+        let plan = Plan::new(precision, &self.device.device);
+        Model { net: self.net.at_precision(&plan), precision: plan, ..self }
     }
 
     /// True when the package says its weights learned nothing (the demo package).
@@ -102,6 +112,9 @@ impl Model {
     pub fn announce(&self) {
         if let Some(notice) = &self.device.notice {
             eprintln!("note: {notice}");
+        }
+        if let Some(note) = &self.precision.note {
+            eprintln!("note: {note}");
         }
         if self.untrained() {
             eprintln!(
@@ -311,6 +324,8 @@ pub struct Stats<'a> {
     pub model_trained_on: &'a str,
     pub device: String,
     pub backend: &'static str,
+    /// The network's float type: requested, weights, arithmetic (`--precision`).
+    pub precision: &'a Plan,
     pub inference: &'static str,
     pub spacing_mm: [f64; 3],
     pub voxel_volume_mm3: f64,
@@ -326,6 +341,7 @@ pub fn stats<'a>(model: &'a Model, prepared: &Prepared, seg: &'a Segmentation) -
         model_trained_on: &model.package.provenance.trained_on,
         device: model.device.name.clone(),
         backend: model.device.backend,
+        precision: &model.precision,
         inference: seg.mode,
         spacing_mm: prepared.ct.grid().spacing(),
         voxel_volume_mm3: prepared.ct.grid().voxel_volume_mm3(),
