@@ -28,7 +28,7 @@ def main():
     if a.shape != b.shape:
         sys.exit(f"label maps differ in shape: {a.shape} vs {b.shape}")
     union = (a > 0) | (b > 0)
-    labels = sorted(set(np.unique(a)) | set(np.unique(b)) - {0})
+    labels = sorted((set(np.unique(a)) | set(np.unique(b))) - {0})
     dice = {}
     for k in labels:
         x, y = a == k, b == k

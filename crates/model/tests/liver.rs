@@ -94,14 +94,12 @@ fn liver_network_on_wgpu_agrees_with_cpu() {
     let max_diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
     assert!(max_diff <= 1e-3, "max |p_wgpu - p_cpu| = {max_diff}");
     assert!(a.iter().zip(&b).all(|(p, q)| (*p > 0.5) == (*q > 0.5)), "masks differ");
-    // Half precision on the same device: f16 in the device's arithmetic where it has
-    // it, else (and for bf16 on Vulkan) rounded weights; the mask is unchanged.
-    for precision in [Precision::F16, Precision::Bf16] {
-        let (h, plan) = liver_at(precision, &gpu.device, &x, SMALL);
-        let max_diff = b.iter().zip(&h).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-        eprintln!("wgpu {precision:?} ({plan:?}) vs f32: max |diff| {max_diff}");
-        assert!(b.iter().zip(&h).all(|(p, q)| (*p > 0.5) == (*q > 0.5)), "{precision:?}: masks differ");
-    }
+    // f16 on the same device, in its own half arithmetic where it has it (lavapipe
+    // does; the instance-norm statistics stay f32): the mask is unchanged.
+    let (h, plan) = liver_at(Precision::F16, &gpu.device, &x, SMALL);
+    let max_diff = b.iter().zip(&h).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    eprintln!("wgpu f16 ({plan:?}) vs f32: max |diff| {max_diff}");
+    assert!(b.iter().zip(&h).all(|(p, q)| (*p > 0.5) == (*q > 0.5)), "f16: masks differ");
 }
 
 /// The crop the wgpu checks run: 54 x 27 x 27 (the smallest segment the network takes
@@ -133,7 +131,8 @@ fn liver_at(precision: Precision, device: &burn::tensor::Device, x: &[f32], [i, 
 
 /// f16 and bf16 weights (the CPU computes in f32) against f32 on the fixture's real
 /// 81 x 54 x 54 CT segment: the liver mask (p > 0.5) agrees on >= 99.9% of the output
-/// voxels and its size within 0.5%.
+/// voxels and its size within 0.5% (measured: f16 100% and +0.000%, bf16 99.977% and
+/// +0.070%).
 #[test]
 fn half_precision_liver_agrees_with_f32_on_cpu() {
     let device = cpu().device;
