@@ -172,8 +172,8 @@ for r in report["torch"]:
     shape = "x".join(map(str, r["shape"]))
     lines.append(f"| PyTorch {r['torch']} eager | {r['device']} | {r['mode']} | {shape} | {num(r.get('forward_ms'))} | | 1 | "
                  f"{num(r.get('peak_memory_mb'), '{:.0f}')} | {r.get('error', '')} |")
-lines += ["", "Liver model end to end (`voxseg segment`, stats.json timings, ms):", "",
-          "| device | precision | total | read | preprocess | upload | forward | argmax | download | postprocess | write | slowest stage | liver mL |",
+lines += ["", "End to end (`voxseg segment` on the CT, the liver model unless --model; stats.json timings, ms):", "",
+          "| device | precision | total | read | preprocess | upload | forward | argmax | download | postprocess | write | slowest stage | volumes mL |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 stages = ["read_ms", "preprocess_ms", "upload_ms", "forward_ms", "argmax_ms", "download_ms", "postprocess_ms", "write_ms"]
 for r in report["segment"]:
