@@ -9,7 +9,8 @@ use serde::Serialize;
 use voxseg_dicom::{CtSeries, Roi};
 use voxseg_model::nnunet::{self, pipeline, NnunetFolder, NnunetNetwork};
 use voxseg_model::{
-    predict, predict_multipath, select, DeviceChoice, ModelPackage, Net, Network, Options, Prediction, Selected,
+    predict, predict_multipath, select, DeviceChoice, ModelPackage, Net, Network, Options, Plan, Precision, Prediction,
+    Selected,
 };
 use voxseg_postprocess::{clean, measure, CleanupReport, Connectivity};
 use voxseg_preprocess::region::region_window;
@@ -36,6 +37,8 @@ pub struct Model {
     pub package: ModelPackage,
     pub net: Net,
     pub device: Selected,
+    /// The network's float type on this device (`--precision`).
+    pub precision: Plan,
 }
 
 /// Where `--model NAME` is looked for, in order: NAME as a directory, then
@@ -93,7 +96,14 @@ impl Model {
                 (package, net)
             }
         };
-        Ok(Model { package, net, device })
+        let precision = Plan::new(Precision::F32, &device.device);
+        Ok(Model { package, net, device, precision })
+    }
+
+    /// The model with its weights cast to `precision` (see [`Plan`] for what runs in it).
+    pub fn at_precision(self, precision: Precision) -> Model {
+        let plan = Plan::new(precision, &self.device.device);
+        Model { net: self.net.at_precision(&plan), precision: plan, ..self }
     }
 
     /// An nnU-Net v2 training folder run as it is (every fold, weights read from its
@@ -104,7 +114,8 @@ impl Model {
         let name = format!("{}-{}", nnunet.dataset, nnunet.configuration);
         let package = nnunet.package(&name, "(the folder's fold_*/checkpoint_final.pth)", folder);
         let net = Net::Nnunet(Box::new(nnunet.load(&device.device)?));
-        Ok(Model { package, net, device })
+        let precision = Plan::new(Precision::F32, &device.device);
+        Ok(Model { package, net, device, precision })
     }
 
     /// True when the package says its weights learned nothing (the demo package).
@@ -117,6 +128,9 @@ impl Model {
     pub fn announce(&self) {
         if let Some(notice) = &self.device.notice {
             eprintln!("note: {notice}");
+        }
+        if let Some(note) = &self.precision.note {
+            eprintln!("note: {note}");
         }
         if self.untrained() {
             eprintln!(
@@ -397,6 +411,8 @@ pub struct Stats<'a> {
     pub model_trained_on: &'a str,
     pub device: String,
     pub backend: &'static str,
+    /// The network's float type: requested, weights, arithmetic (`--precision`).
+    pub precision: &'a Plan,
     pub inference: &'static str,
     pub spacing_mm: [f64; 3],
     pub voxel_volume_mm3: f64,
@@ -412,6 +428,7 @@ pub fn stats<'a>(model: &'a Model, prepared: &Prepared, seg: &'a Segmentation) -
         model_trained_on: &model.package.provenance.trained_on,
         device: model.device.name.clone(),
         backend: model.device.backend,
+        precision: &model.precision,
         inference: seg.mode,
         spacing_mm: prepared.ct.grid().spacing(),
         voxel_volume_mm3: prepared.ct.grid().voxel_volume_mm3(),

@@ -61,6 +61,8 @@ pub struct BatchArgs {
     pub model: Option<String>,
     #[command(flatten)]
     pub run_on: super::DeviceArgs,
+    #[command(flatten)]
+    pub precision: super::PrecisionArgs,
     /// Also write each case's preview.png.
     #[arg(long)]
     pub preview: bool,
@@ -116,7 +118,7 @@ pub fn run(args: BatchArgs) -> Result<u8> {
     if let Some((i, n)) = shard_of {
         cases = shard(cases, i, n);
     }
-    let model = Model::load(args.model.as_deref(), args.run_on.apply()?)?;
+    let model = Model::load(args.model.as_deref(), args.run_on.apply()?)?.at_precision(args.precision.precision);
     model.announce();
     let organs: Vec<String> = model.package.labels.iter().map(|l| l.name.clone()).collect();
     let mut columns: Vec<String> = ["case_id", "status", "error"].map(String::from).to_vec();

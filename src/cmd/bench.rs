@@ -1,6 +1,9 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use voxseg::model::{predict, predict_multipath, select, AnatomyNetConfig, Net, Network, Options, Timings};
+use voxseg::model::{
+    device_memory_peak, predict, predict_multipath, reset_device_memory_peak, select, AnatomyNetConfig, Net, Network,
+    Options, Plan, Prediction, Timings,
+};
 use voxseg::model::{Tensor, TensorData};
 use voxseg::segment::Model;
 
@@ -17,8 +20,18 @@ use voxseg::segment::Model;
 /// liver model (multipath-unet) on the one segment its model.toml gives (--shape
 /// is then ignored; the shape reported is that segment, DxHxW).
 ///
+/// AnatomyNet runs the whole volume in one pass; --max-voxels N runs the exact slab
+/// path instead (trunk on the whole volume, full-resolution tail in z-slabs of at
+/// most N voxels, the same answer), as a pass that fails to allocate would. The JSON
+/// says which ran ("mode", "passes"), at which precision ("precision": requested,
+/// weights, arithmetic), and the device memory: "peak_device_mb" is the most the GPU
+/// allocator held at the end of any stage (null with "device_memory_note" where the
+/// backend reports none, as on the CPU; "peak_rss_mb" is the process's).
+///
 /// Examples:
 ///   voxseg bench --shape 64x128x128 --device cpu --repeat 5 --json
+///   voxseg bench --shape 178x512x512 --device cuda --precision f16 --json
+///   voxseg bench --shape 178x512x512 --device gpu --max-voxels 8000000 --json
 ///   voxseg bench --model liver-ct-kul --device cpu --threads 2 --repeat 3
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -28,6 +41,11 @@ pub struct BenchArgs {
     pub shape: String,
     #[command(flatten)]
     pub run_on: super::DeviceArgs,
+    #[command(flatten)]
+    pub precision: super::PrecisionArgs,
+    /// AnatomyNet: run the tail in slabs of at most N full-resolution voxels (exact).
+    #[arg(long, value_name = "N")]
+    pub max_voxels: Option<usize>,
     /// Timed passes after the warm-up.
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
@@ -47,7 +65,12 @@ pub struct BenchArgs {
 struct Report {
     device: String,
     backend: &'static str,
+    precision: Plan,
     shape: [usize; 3],
+    /// "whole", "slabs" (AnatomyNet) or "segment" (the liver model).
+    mode: &'static str,
+    /// Network passes per run: 1, or the number of slabs.
+    passes: usize,
     classes: usize,
     threads: usize,
     repeat: usize,
@@ -56,6 +79,11 @@ struct Report {
     forward_mean_ms: f64,
     gflops: f64,
     min_ms: Timings,
+    /// Most device memory the allocator held at the end of any stage, warm-up included.
+    peak_device_mb: Option<f64>,
+    /// Why `peak_device_mb` is null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_memory_note: Option<String>,
     /// The process's peak resident memory (Linux's VmHWM), null where unknown.
     peak_rss_mb: Option<f64>,
 }
@@ -93,13 +121,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             (selected, Net::AnatomyNet(Box::new(net)), None)
         }
     };
-    if let Some(notice) = &selected.notice {
-        eprintln!("note: {notice}");
+    let plan = Plan::new(args.precision.precision, &selected.device);
+    let net = net.at_precision(&plan);
+    for note in selected.notice.iter().chain(&plan.note) {
+        eprintln!("note: {note}");
     }
     let on = &selected.device;
     // A deterministic input in the network's usual range.
     let input = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect() };
-    type Pass<'a> = Box<dyn Fn() -> Result<Timings> + 'a>;
+    type Pass<'a> = Box<dyn Fn() -> Result<Prediction> + 'a>;
     let (shape, classes, macs, pass): ([usize; 3], usize, u64, Pass) = match &net {
         Net::AnatomyNet(net) => {
             let config = match package.as_ref().map(|p| &p.network) {
@@ -107,14 +137,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 _ => AnatomyNetConfig::new(args.classes),
             };
             let x = input(d * h * w);
-            let pass = move || Ok(predict(net, &x, [w, h, d], on, &Options::default())?.timings);
+            let opts = Options { max_voxels: args.max_voxels, ..Options::default() };
+            let pass = move || Ok(predict(net, &x, [w, h, d], on, &opts)?);
             ([d, h, w], config.classes, config.macs([d, h, w]), Box::new(pass))
         }
         Net::MultipathUnet(net) => {
             let segment = package.as_ref().and_then(|p| p.preprocess.segment);
             let [i, j, k] = segment.context("the package's model.toml gives no [preprocess] segment")?;
             let x = input(i * j * k);
-            let pass = move || Ok(predict_multipath(net, &x, [i, j, k], on)?.timings);
+            let pass = move || Ok(predict_multipath(net, &x, [i, j, k], on)?);
             ([k, j, i], 2, net.macs([i, j, k]), Box::new(pass))
         }
         Net::Nnunet(net) => {
@@ -132,13 +163,24 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 let start = std::time::Instant::now();
                 fold.forward(t).into_data();
                 let forward_ms = start.elapsed().as_secs_f64() * 1000.0;
-                Ok(Timings { upload_ms, forward_ms, ..Timings::default() })
+                Ok(Prediction {
+                    shape: patch,
+                    classes: n.unet.classes,
+                    labels: vec![],
+                    confidence: vec![],
+                    probabilities: None,
+                    timings: Timings { upload_ms, forward_ms, ..Timings::default() },
+                    tiles: 1,
+                    mode: "one tile",
+                })
             };
             (patch, n.unet.classes, n.unet.macs(patch), Box::new(pass))
         }
     };
-    pass()?;
-    let runs: Vec<Timings> = (0..args.repeat).map(|_| pass()).collect::<Result<_>>()?;
+    reset_device_memory_peak();
+    let warm = pass()?;
+    let runs: Vec<Timings> = (0..args.repeat).map(|_| pass().map(|p| p.timings)).collect::<Result<_>>()?;
+    let peak_device = device_memory_peak(on);
     let min = |f: fn(&Timings) -> f64| runs.iter().map(f).fold(f64::INFINITY, f64::min);
     let min_ms = Timings {
         upload_ms: min(|t| t.upload_ms),
@@ -149,7 +191,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let report = Report {
         device: selected.name.clone(),
         backend: selected.backend,
+        precision: plan,
         shape,
+        mode: warm.mode,
+        passes: warm.tiles,
         classes,
         threads: rayon::current_num_threads(),
         repeat: args.repeat,
@@ -158,14 +203,28 @@ pub fn run(args: BenchArgs) -> Result<()> {
         forward_mean_ms: runs.iter().map(|t| t.forward_ms).sum::<f64>() / runs.len() as f64,
         gflops: 2.0 * macs as f64 / (min_ms.forward_ms / 1000.0) / 1e9,
         min_ms,
+        peak_device_mb: peak_device.map(|b| b as f64 / (1024.0 * 1024.0)),
+        device_memory_note: peak_device
+            .is_none()
+            .then(|| format!("{} reports no device memory; see peak_rss_mb", selected.backend)),
         peak_rss_mb: peak_rss_mb(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{} ({}), {}x{}x{}, {} classes, {} threads",
-            report.device, report.backend, shape[0], shape[1], shape[2], report.classes, report.threads
+            "{} ({}, {} arithmetic), {}x{}x{} ({}, {} pass{}), {} classes, {} threads",
+            report.device,
+            report.backend,
+            report.precision.compute.name(),
+            shape[0],
+            shape[1],
+            shape[2],
+            report.mode,
+            report.passes,
+            if report.passes == 1 { "" } else { "es" },
+            report.classes,
+            report.threads
         );
         println!(
             "  forward {:.1} ms (min of {}, mean {:.1}) = {:.1} GFLOP/s ({:.2} GMAC)",
@@ -179,6 +238,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "  upload {:.1} ms, argmax {:.1} ms, download {:.1} ms",
             min_ms.upload_ms, min_ms.argmax_ms, min_ms.download_ms
         );
+        if let Some(mb) = report.peak_device_mb {
+            println!("  peak device memory {mb:.0} MiB");
+        }
         if let Some(mb) = report.peak_rss_mb {
             println!("  peak resident memory {mb:.0} MiB");
         }

@@ -60,6 +60,8 @@ pub struct SegmentArgs {
     pub model: Option<String>,
     #[command(flatten)]
     pub run_on: super::DeviceArgs,
+    #[command(flatten)]
+    pub precision: super::PrecisionArgs,
     /// Also write preview.png.
     #[arg(long)]
     pub preview: bool,
@@ -108,7 +110,7 @@ pub fn run(args: SegmentArgs) -> Result<()> {
     spinner.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
     spinner.enable_steady_tick(Duration::from_millis(120));
     spinner.set_message("loading the model");
-    let model = Model::load(args.model.as_deref(), device)?;
+    let model = Model::load(args.model.as_deref(), device)?.at_precision(args.precision.precision);
     spinner.suspend(|| model.announce());
     spinner.set_message(format!("reading and preprocessing {}", args.ct.display()));
     let prepared = prepare(&args.ct, args.series.as_deref(), &model.package)?;

@@ -325,6 +325,11 @@ impl AnatomyNet {
         conv_bn_act(self.up.res.forward(up), &self.head, None, Activation::Identity)
     }
 
+    /// The float type the network computes in (f32, or half with `--precision`).
+    pub fn dtype(&self) -> burn::tensor::DType {
+        self.head.weight.val().dtype()
+    }
+
     /// Full-resolution voxels a tail slab needs beyond its own on each side.
     pub const TAIL_HALO: usize = 3;
 }

@@ -9,9 +9,11 @@
 //!   that tile, so results differ from a whole-volume pass (measured in the tests).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
 use serde::Serialize;
 
 use crate::anatomynet::AnatomyNet;
@@ -118,13 +120,19 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
-/// `[nx, ny, nz]` voxels (x fastest) as a `[1, 1, nz, ny, nx]` tensor on `device`,
-/// with the time it took to get there.
-fn upload(input: &[f32], [nx, ny, nz]: [usize; 3], device: &Device) -> (Tensor<5>, f64) {
+/// `[nx, ny, nz]` voxels (x fastest) as a `[1, 1, nz, ny, nx]` tensor of the
+/// network's float type on `device`, with the time it took to get there.
+fn upload(input: &[f32], [nx, ny, nz]: [usize; 3], device: &Device, dtype: DType) -> (Tensor<5>, f64) {
     let start = Instant::now();
-    let x = Tensor::<5>::from_data(TensorData::new(input.to_vec(), [1, 1, nz, ny, nx]), device);
+    let x = Tensor::<5>::from_data(TensorData::new(input.to_vec(), [1, 1, nz, ny, nx]), device).cast(dtype);
     sync(device);
     (x, ms(start))
+}
+
+/// Probabilities as f32 for the argmax and the download, whatever the network's type
+/// (half-precision ties would otherwise pick the lower class).
+fn wide(probs: Tensor<5>) -> Tensor<5> {
+    probs.cast(FloatDType::F32)
 }
 
 fn class_ids<const D: usize>(t: Tensor<D, burn::tensor::Int>) -> Vec<u16> {
@@ -137,8 +145,28 @@ fn class_ids<const D: usize>(t: Tensor<D, burn::tensor::Int>) -> Vec<u16> {
         .collect()
 }
 
+/// Largest device memory the allocator held at any sync since the last
+/// [`reset_device_memory_peak`], in bytes; 0 when the backend reports none.
+static DEVICE_PEAK: AtomicU64 = AtomicU64::new(0);
+
 fn sync(device: &Device) {
     device.sync().expect("device failed while running the network");
+    // cubecl's pools keep freed pages for reuse, so what they hold once a stage is
+    // done covers that stage's temporaries; flex reports nothing.
+    if let Some(usage) = device.memory_pool_usage() {
+        DEVICE_PEAK.fetch_max(usage.bytes_reserved.max(usage.bytes_in_use), Ordering::Relaxed);
+    }
+}
+
+/// Peak device memory (bytes reserved by the allocator, sampled after each stage's
+/// sync) since the last reset; `None` on a backend that reports no memory (flex).
+pub fn device_memory_peak(device: &Device) -> Option<u64> {
+    device.memory_pool_usage().map(|_| DEVICE_PEAK.load(Ordering::Relaxed))
+}
+
+/// Starts a new [`device_memory_peak`] window.
+pub fn reset_device_memory_peak() {
+    DEVICE_PEAK.store(0, Ordering::Relaxed);
 }
 
 fn whole(
@@ -149,10 +177,10 @@ fn whole(
     keep: bool,
 ) -> Result<Prediction, Error> {
     let mut t = Timings::default();
-    let (x, upload_ms) = upload(input, [nx, ny, nz], device);
+    let (x, upload_ms) = upload(input, [nx, ny, nz], device, net.dtype());
     t.upload_ms = upload_ms;
     let start = Instant::now();
-    let probs = net.forward(x);
+    let probs = wide(net.forward(x));
     sync(device);
     t.forward_ms = ms(start);
     let start = Instant::now();
@@ -187,7 +215,7 @@ fn slabs(
     max_voxels: usize,
 ) -> Result<Prediction, Error> {
     let mut t = Timings::default();
-    let (x, upload_ms) = upload(input, [nx, ny, nz], device);
+    let (x, upload_ms) = upload(input, [nx, ny, nz], device, net.dtype());
     t.upload_ms = upload_ms;
     let start = Instant::now();
     let trunk = net.trunk(x.clone());
@@ -209,7 +237,7 @@ fn slabs(
             trunk.clone().narrow(2, (z0 - lo) / 2, (z1 + hi - z0 + lo) / 2),
             x.clone().narrow(2, z0 - lo, z1 + hi - z0 + lo),
         );
-        let probs = burn::tensor::activation::softmax(part.narrow(2, lo, z1 - z0), 1);
+        let probs = wide(burn::tensor::activation::softmax(part.narrow(2, lo, z1 - z0), 1));
         sync(device);
         t.forward_ms += ms(start);
         let start = Instant::now();
@@ -364,11 +392,11 @@ pub fn predict_multipath(
         return Err(Error::BadInput { shape: [nx, ny, nz], reason: format!("sides must be multiples of {f}") });
     }
     let mut t = Timings::default();
-    let (x, upload_ms) = upload(input, [nx, ny, nz], device);
+    let (x, upload_ms) = upload(input, [nx, ny, nz], device, net.dtype());
     t.upload_ms = upload_ms;
     let start = Instant::now();
     // The network's kernel axes run along i, j, k: put x first, and back after.
-    let p = net.forward(x.permute([0, 1, 4, 3, 2])).permute([0, 1, 4, 3, 2]);
+    let p = wide(net.forward(x.permute([0, 1, 4, 3, 2])).permute([0, 1, 4, 3, 2]));
     sync(device);
     crate::kernels::release_scratch();
     t.forward_ms = ms(start);

@@ -105,6 +105,11 @@ impl MultipathUnet {
         total + conv(&self.head, side)
     }
 
+    /// The float type the network computes in (f32, or half with `--precision`).
+    pub fn dtype(&self) -> burn::tensor::DType {
+        self.head.weight.val().dtype()
+    }
+
     /// Voxels lost on each side between input and output.
     pub fn margin(&self) -> usize {
         // Each upsampling loses pool - 1 voxels, and earlier losses scale with it.

@@ -1,11 +1,15 @@
 //! The network against onnxruntime (an independent implementation built from the
 //! same state dict by scripts/anatomynet_onnx.py), wgpu against the CPU, tiles
-//! against the whole volume, and weight files that do not match.
+//! against the whole volume, half precision against f32, and weight files that do
+//! not match.
 
 use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
-use voxseg_model::{cpu, import_pytorch, load, predict, save, select, AnatomyNetConfig, DeviceChoice, Error, Options};
+use voxseg_model::{
+    cpu, import_pytorch, load, predict, save, select, AnatomyNetConfig, DeviceChoice, Error, Options, Plan, Precision,
+    Selected,
+};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/anatomynet").join(name)
@@ -125,19 +129,25 @@ fn state_dict_problems_name_the_tensor() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// wgpu against the CPU on a crop (software Vulkan in CI runs about 0.3 GFLOP/s).
-/// CI installs lavapipe and sets VOXSEG_REQUIRE_WGPU=1 so this never silently skips.
-#[test]
-fn wgpu_agrees_with_cpu() {
-    let gpu = match select(DeviceChoice::Gpu) {
-        Ok(gpu) => gpu,
+/// wgpu's adapter, or `None` (with a notice) where there is none and CI's
+/// VOXSEG_REQUIRE_WGPU=1 is not set.
+fn wgpu_or_skip() -> Option<Selected> {
+    match select(DeviceChoice::Gpu) {
+        Ok(gpu) => {
+            eprintln!("wgpu adapter: {}", gpu.name);
+            Some(gpu)
+        }
         Err(e) if std::env::var_os("VOXSEG_REQUIRE_WGPU").is_none() => {
             eprintln!("skipping the wgpu check: {e} (set VOXSEG_REQUIRE_WGPU=1 to require it)");
-            return;
+            None
         }
         Err(e) => panic!("{e}"),
-    };
-    eprintln!("wgpu adapter: {}", gpu.name);
+    }
+}
+
+/// A 24 x 24 x 16 crop of the fixture input (software Vulkan in CI runs about 0.3
+/// GFLOP/s), with its shape.
+fn crop() -> (Vec<f32>, [usize; 3]) {
     let (input, [nx, ny, _], _) = io();
     let crop = [24, 24, 16];
     let mut x = Vec::new();
@@ -147,13 +157,73 @@ fn wgpu_agrees_with_cpu() {
             x.extend_from_slice(&input[row + 12..row + 12 + crop[0]]);
         }
     }
+    (x, crop)
+}
+
+/// Share of voxels with the same argmax.
+fn agreement(a: &[u16], b: &[u16]) -> f64 {
+    a.iter().zip(b).filter(|(p, q)| p == q).count() as f64 / a.len() as f64
+}
+
+/// The fixture network at `precision` on `device`, against the same at f32: the
+/// share of voxels whose argmax agrees, and the plan that ran.
+fn half_agreement(precision: Precision, device: &Selected, x: &[f32], shape: [usize; 3]) -> (f64, Plan) {
+    let net = import_pytorch(&config(), &fixture("state_dict.safetensors"), &device.device).unwrap();
+    let plan = Plan::new(precision, &device.device);
+    let full = predict(&net, x, shape, &device.device, &Options::default()).unwrap();
+    let half = predict(&plan.apply(net), x, shape, &device.device, &Options::default()).unwrap();
+    (agreement(&full.labels, &half.labels), plan)
+}
+
+/// The CPU kernels compute in f32: f16 and bf16 round the weights only. On the
+/// random-weight fixture (deliberately uncertain: median max-probability 0.58) the
+/// argmax stays on 99.76% of the 32 x 48 x 48 voxels with f16 weights and 97.99% with
+/// bf16 (8 mantissa bits): bf16 misses the 99% the demo package aims for, and the
+/// floors below are the measured values rounded down, so a regression shows.
+#[test]
+fn half_precision_weights_agree_with_f32_on_cpu() {
+    let (input, shape, _) = io();
+    for (precision, floor) in [(Precision::F16, 0.995), (Precision::Bf16, 0.975)] {
+        let (agree, plan) = half_agreement(precision, &cpu(), &input, shape);
+        assert_eq!((plan.weights, plan.compute), (precision, Precision::F32), "{plan:?}");
+        assert!(plan.note.as_deref().is_some_and(|n| n.contains("f32")), "{plan:?}");
+        eprintln!("CPU {precision:?} vs f32: argmax agrees on {:.3}%", agree * 100.0);
+        assert!(agree >= floor, "{precision:?} vs f32 on the CPU: argmax agrees on {:.3}%", agree * 100.0);
+    }
+    // f32 is f32 everywhere, with nothing to say.
+    let plan = Plan::new(Precision::F32, &cpu().device);
+    assert_eq!((plan.compute, plan.note), (Precision::F32, None));
+}
+
+/// f16 on wgpu, in the device's own half arithmetic where it has it (lavapipe does:
+/// weights, input and activations in f16), against f32 on the same device, on the
+/// 24 x 24 x 16 crop: 98.52% of the argmax agrees on lavapipe (the uncertain random
+/// weights again; below the 99% aim). bf16 is left out here: lavapipe's run takes
+/// minutes, and where a Vulkan driver has no bf16 arithmetic it is the rounded-weights
+/// path the CPU test covers.
+#[test]
+fn half_precision_agrees_with_f32_on_wgpu() {
+    let Some(gpu) = wgpu_or_skip() else { return };
+    let (x, shape) = crop();
+    let (agree, plan) = half_agreement(Precision::F16, &gpu, &x, shape);
+    eprintln!("wgpu f16 vs f32 ({plan:?}): argmax agrees on {:.3}%", agree * 100.0);
+    assert_eq!(plan.weights, Precision::F16);
+    assert_eq!(plan.compute == Precision::F16, plan.note.is_none(), "{plan:?}");
+    assert!(agree >= 0.98, "f16 vs f32 on wgpu: argmax agrees on {:.3}%", agree * 100.0);
+}
+
+/// wgpu against the CPU on a crop. CI installs lavapipe and sets
+/// VOXSEG_REQUIRE_WGPU=1 so this never silently skips.
+#[test]
+fn wgpu_agrees_with_cpu() {
+    let Some(gpu) = wgpu_or_skip() else { return };
+    let (x, crop) = crop();
     let cpu_device = cpu().device;
     let on_cpu = import_pytorch(&config(), &fixture("state_dict.safetensors"), &cpu_device).unwrap();
     let on_gpu = import_pytorch(&config(), &fixture("state_dict.safetensors"), &gpu.device).unwrap();
     let a = predict(&on_cpu, &x, crop, &cpu_device, &Options::default()).unwrap();
     let b = predict(&on_gpu, &x, crop, &gpu.device, &Options::default()).unwrap();
-    let same = a.labels.iter().zip(&b.labels).filter(|(p, q)| p == q).count();
-    let agreement = same as f64 / a.labels.len() as f64;
+    let agreement = agreement(&a.labels, &b.labels);
     assert!(agreement >= 0.9999, "wgpu vs CPU argmax agree on {:.4}%", agreement * 100.0);
     let diff = a.confidence.iter().zip(&b.confidence).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
     assert!(diff <= 1e-3, "max |p_wgpu - p_cpu| = {diff}");

@@ -17,6 +17,7 @@ use burn::nn::conv::Conv3d;
 use burn::nn::{BatchNorm, InstanceNorm, PaddingConfig3d};
 use burn::prelude::*;
 use burn::tensor::activation::leaky_relu;
+use burn::tensor::FloatDType;
 use rayon::prelude::*;
 
 pub use conv3d::{release_scratch, Activation};
@@ -72,10 +73,13 @@ pub fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, 
 /// `x` in place on the CPU instead of five full-size temporaries.
 pub fn instance_norm_act(x: Tensor<5>, epsilon: f64, act: Activation) -> Tensor<5> {
     if !on_cpu_backend(&x) {
-        let mean = x.clone().mean_dims(&[2, 3, 4]);
-        let centred = x - mean;
-        let std = centred.clone().powi_scalar(2).mean_dims(&[2, 3, 4]).sqrt();
-        return act.on_tensor(centred / (std + epsilon));
+        // The statistics in f32 even when `x` is half (`--precision`): squared
+        // activations overflow f16 past 256. A no-op cast for f32.
+        let dtype = x.dtype();
+        let wide = x.clone().cast(FloatDType::F32);
+        let mean = wide.clone().mean_dims(&[2, 3, 4]);
+        let std = (wide - mean.clone()).powi_scalar(2).mean_dims(&[2, 3, 4]).sqrt();
+        return act.on_tensor((x - mean.cast(dtype)) / (std + epsilon).cast(dtype));
     }
     let device = x.device();
     let dims = x.dims();
@@ -131,7 +135,12 @@ fn runs_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
 
 /// On flex, which is the CPU without autodiff (training's device is `Autodiff`).
 fn on_cpu_backend(t: &Tensor<5>) -> bool {
-    matches!(t.device().as_dispatch(), DispatchDevice::Flex(_))
+    on_cpu(&t.device())
+}
+
+/// Whether `device` is flex without autodiff: where voxseg's own kernels run.
+pub(crate) fn on_cpu(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Flex(_))
 }
 
 impl Activation {

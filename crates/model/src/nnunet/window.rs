@@ -153,7 +153,10 @@ fn for_each_row(patch: [usize; 3], shape: [usize; 3], start: [usize; 3], mut f: 
 
 /// One tile's logits, averaged over folds and (when asked) mirrorings.
 fn tile_logits(folds: &[NnunetNet], tile: &[f32], patch: [usize; 3], mirror: &[usize], device: &Device) -> Vec<f32> {
-    let x = Tensor::<5>::from_data(TensorData::new(tile.to_vec(), [1, 1, patch[0], patch[1], patch[2]]), device);
+    // In the networks' own float type (--precision), logits back in f32.
+    let dtype = folds[0].seg.weight.val().dtype();
+    let x = Tensor::<5>::from_data(TensorData::new(tile.to_vec(), [1, 1, patch[0], patch[1], patch[2]]), device)
+        .cast(dtype);
     // Every non-empty combination of the mirror axes, plus none.
     let flips: Vec<Vec<usize>> = (0..1usize << mirror.len())
         .map(|mask| mirror.iter().enumerate().filter(|(i, _)| mask >> i & 1 == 1).map(|(_, &a)| a + 2).collect())
@@ -170,5 +173,5 @@ fn tile_logits(folds: &[NnunetNet], tile: &[f32], patch: [usize; 3], mirror: &[u
         }
     }
     let n = (folds.len() * flips.len()) as f32;
-    floats(total.expect("at least one fold") / n)
+    floats((total.expect("at least one fold") / n).cast(burn::tensor::FloatDType::F32))
 }
