@@ -17,6 +17,10 @@ writes what nnU-Net writes, itself:
   committed as small fixtures so `cargo test` needs no Python.
 
 Run from the repository root:  python3 scripts/make_nnunet_fixtures.py
+With `--full-size DIR` it instead writes one training folder shaped like
+TotalSegmentator's 1.5 mm organ networks (PlainConvUNet, 6 stages of 32..320
+features, patch 128^3, 25 classes; random weights, about 31 M parameters, never
+committed) for `voxseg bench --model DIR/...`.
 """
 import io
 import json
@@ -594,5 +598,38 @@ def main():
     print("wrote", OUT)
 
 
+def full_size(root):
+    arch = {
+        "n_stages": 6,
+        "features_per_stage": [32, 64, 128, 256, 320, 320],
+        "conv_op": "torch.nn.modules.conv.Conv3d",
+        "kernel_sizes": [[3, 3, 3]] * 6,
+        "strides": [[1, 1, 1]] + [[2, 2, 2]] * 5,
+        "n_conv_per_stage": [2] * 6,
+        "n_conv_per_stage_decoder": [2] * 5,
+        "conv_bias": True,
+        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"inplace": True},
+    }
+    cfg = dict(COMMON, patch_size=[128, 128, 128], median_image_size_in_voxels=[300, 230, 230],
+               spacing=[1.5, 1.5, 1.5],
+               architecture={"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                             "arch_kwargs": arch,
+                             "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]})
+    global LABELS
+    LABELS = {"background": 0, **{f"class_{i}": i for i in range(1, 25)}}
+    plans = plans_doc("Dataset999_FullSizeRandom", {"3d_fullres": cfg}, [0, 1, 2])
+    sd = plain_state_dict(arch, len(LABELS))
+    folder = write_folder(Path(root), "Dataset999_FullSizeRandom", plans, [sd], None, "nnUNetTrainerNoMirroring")
+    print("wrote", folder, "(random weights)")
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--full-size":
+        full_size(sys.argv[2])
+    else:
+        main()

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{demo, json, ok, repo, scratch, stderr, voxseg};
+use common::{agreement_in_space, demo, json, ok, repo, scratch, stderr, voxseg};
 use serde_json::Value;
 use voxseg::volume::nifti;
 
@@ -38,27 +38,6 @@ fn python_ready() -> bool {
     ok
 }
 
-/// The share of `b`'s voxels whose label equals `a`'s at the same place. The DICOM
-/// series are stored LPS, the NIfTI RAS: compared voxel by voxel in space.
-fn agreement(a: &Path, b: &Path) -> f64 {
-    let (a, _) = nifti::read_labels(a).unwrap();
-    let (b, _) = nifti::read_labels(b).unwrap();
-    let [nx, ny, nz] = b.shape();
-    let mut same = 0usize;
-    for k in 0..nz {
-        for j in 0..ny {
-            for i in 0..nx {
-                let v = a.grid().world_to_voxel(b.grid().voxel_to_world([i as f64, j as f64, k as f64]));
-                let [x, y, z] = v.map(|c| c.round() as usize);
-                same += usize::from(a.at(x, y, z) == b.at(i, j, k));
-            }
-        }
-    }
-    let share = same as f64 / b.grid().len() as f64;
-    eprintln!("NIfTI vs DICOM input: {same} of {} voxels agree ({share:.6})", b.grid().len());
-    share
-}
-
 fn wild(name: &str) -> PathBuf {
     repo().join("tests/fixtures/dicom_wild").join(name)
 }
@@ -83,7 +62,7 @@ fn dicom_series_segments_like_its_nifti_and_exports_rtstruct_and_seg() {
     let nii = repo().join("../shared/data/totalseg/example_ct_sm.nii.gz");
     ok(&segment(&nii, &from_nifti, &[]));
     ok(&segment(&fixture("full"), &from_dicom, &["--rtstruct", "--dicom-seg"]));
-    let agreement = agreement(&from_nifti.join("labels.nii.gz"), &from_dicom.join("labels.nii.gz"));
+    let agreement = agreement_in_space(&from_nifti.join("labels.nii.gz"), &from_dicom.join("labels.nii.gz"));
     assert!(agreement >= 0.999, "labels agree on only {agreement}");
     // stats carry the TG-263 names.
     let stats: Value = serde_json::from_slice(&std::fs::read(from_dicom.join("stats.json")).unwrap()).unwrap();
@@ -168,7 +147,7 @@ fn anonymised_deflated_and_enhanced_series_segment_like_their_nifti() {
     for name in ["blank_uids", "deflated", "multiframe"] {
         let out = segment(&wild(name), &dir.join(name), &["--rtstruct", "--dicom-seg"]);
         ok(&out);
-        let share = agreement(&dir.join("nifti/labels.nii.gz"), &dir.join(name).join("labels.nii.gz"));
+        let share = agreement_in_space(&dir.join("nifti/labels.nii.gz"), &dir.join(name).join("labels.nii.gz"));
         assert_eq!(share, 1.0, "{name}");
         assert!(dir.join(name).join("rtstruct.dcm").is_file() && dir.join(name).join("seg.dcm").is_file());
         if name == "blank_uids" {

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ok, repo, scratch, shared, stderr, voxseg};
+use common::{agreement_in_space, ok, repo, scratch, shared, stderr, voxseg};
 use serde_json::Value;
 use voxseg::volume::nifti;
 
@@ -73,20 +73,7 @@ fn an_imported_folder_gives_the_same_labels_and_a_dicom_series_an_rtstruct() {
     // The same CT as DICOM slices (stored LPS): the same labels voxel by voxel in space.
     let series = repo().join("tests/fixtures/dicom/full");
     segment(&package, &series, &dir.join("dicom"), &["--rtstruct"]);
-    let (a, _) = nifti::read_labels(dir.join("nifti/labels.nii.gz")).unwrap();
-    let (b, _) = nifti::read_labels(dir.join("dicom/labels.nii.gz")).unwrap();
-    let [nx, ny, nz] = b.shape();
-    let mut same = 0usize;
-    for k in 0..nz {
-        for j in 0..ny {
-            for i in 0..nx {
-                let v = a.grid().world_to_voxel(b.grid().voxel_to_world([i as f64, j as f64, k as f64]));
-                let [x, y, z] = v.map(|c| c.round() as usize);
-                same += usize::from(a.at(x, y, z) == b.at(i, j, k));
-            }
-        }
-    }
-    let agreement = same as f64 / b.grid().len() as f64;
+    let agreement = agreement_in_space(&dir.join("nifti/labels.nii.gz"), &dir.join("dicom/labels.nii.gz"));
     assert!(agreement >= 0.9999, "NIfTI vs DICOM input agree on {agreement}");
     assert!(dir.join("dicom/rtstruct.dcm").is_file());
     std::fs::remove_dir_all(dir).unwrap();

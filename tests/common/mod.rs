@@ -2,7 +2,7 @@
 //! folders, and what a command printed.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -46,4 +46,25 @@ pub fn json(out: &Output) -> Value {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The share of `b`'s voxels whose label equals `a`'s at the same place. Compared voxel by
+/// voxel in space, so a DICOM series stored LPS meets its NIfTI copy stored RAS.
+pub fn agreement_in_space(a: &Path, b: &Path) -> f64 {
+    let (a, _) = voxseg::volume::nifti::read_labels(a).unwrap();
+    let (b, _) = voxseg::volume::nifti::read_labels(b).unwrap();
+    let [nx, ny, nz] = b.shape();
+    let mut same = 0usize;
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let v = a.grid().world_to_voxel(b.grid().voxel_to_world([i as f64, j as f64, k as f64]));
+                let [x, y, z] = v.map(|c| c.round() as usize);
+                same += usize::from(a.at(x, y, z) == b.at(i, j, k));
+            }
+        }
+    }
+    let share = same as f64 / b.grid().len() as f64;
+    eprintln!("NIfTI vs DICOM input: {same} of {} voxels agree ({share:.6})", b.grid().len());
+    share
 }
