@@ -52,8 +52,9 @@ pub struct BenchArgs {
     /// Output classes of the random network (ignored with --model).
     #[arg(long, default_value_t = 5)]
     pub classes: usize,
-    /// Time this model package (a directory, or a name looked up as `segment --model`
-    /// does) instead of a randomly initialised AnatomyNet.
+    /// Time this model package (a directory, an nnU-Net training folder: one tile
+    /// through one fold, or a name looked up as `segment --model` does) instead of a
+    /// randomly initialised AnatomyNet.
     #[arg(long, value_name = "PKG")]
     pub model: Option<String>,
     /// Print one JSON object.

@@ -54,8 +54,9 @@ pub struct SegmentArgs {
     /// Output directory.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Model package: a directory with model.toml, or the name of one in ./models,
-    /// $VOXSEG_MODELS, beside the binary or in ~/.local/share/voxseg/models.
+    /// Model package: a directory with model.toml, an nnU-Net v2 training folder (with
+    /// plans.json, dataset.json, fold_*/checkpoint_final.pth), or the name of a package
+    /// in ./models, $VOXSEG_MODELS, beside the binary or in ~/.local/share/voxseg/models.
     #[arg(long)]
     pub model: Option<String>,
     #[command(flatten)]
