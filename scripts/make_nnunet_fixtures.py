@@ -442,6 +442,35 @@ COMMON = {
 }
 
 
+def plain_kwargs(features, kernels, strides):
+    """A 2.4+ plans `arch_kwargs` of a PlainConvUNet, two convolutions per stage."""
+    n = len(features)
+    return {
+        "n_stages": n,
+        "features_per_stage": features,
+        "conv_op": "torch.nn.modules.conv.Conv3d",
+        "kernel_sizes": kernels,
+        "strides": strides,
+        "n_conv_per_stage": [2] * n,
+        "n_conv_per_stage_decoder": [2] * (n - 1),
+        "conv_bias": True,
+        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"inplace": True},
+    }
+
+
+def plain_configuration(arch, patch, median, spacing):
+    """A plans configuration (2.4+ layout) running that network."""
+    return dict(COMMON, patch_size=patch, median_image_size_in_voxels=median, spacing=spacing,
+                architecture={"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                              "arch_kwargs": arch,
+                              "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]})
+
+
 def plans_doc(name, configurations, transpose):
     backward = [transpose.index(i) for i in range(3)]
     return {
@@ -514,27 +543,8 @@ def main():
     fixtures = {}
 
     # 1. PlainConvUNet, 2.4+ plans layout, two folds, anisotropic first-stage kernel.
-    plain_arch = {
-        "n_stages": 3,
-        "features_per_stage": [4, 8, 16],
-        "conv_op": "torch.nn.modules.conv.Conv3d",
-        "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
-        "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
-        "n_conv_per_stage": [2, 2, 2],
-        "n_conv_per_stage_decoder": [2, 2],
-        "conv_bias": True,
-        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-        "dropout_op": None,
-        "dropout_op_kwargs": None,
-        "nonlin": "torch.nn.LeakyReLU",
-        "nonlin_kwargs": {"inplace": True},
-    }
-    plain_cfg = dict(COMMON, patch_size=[16, 32, 32], median_image_size_in_voxels=[15, 50, 61],
-                     spacing=[6.0, 6.0, 6.0],
-                     architecture={"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                                   "arch_kwargs": plain_arch,
-                                   "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]})
+    plain_arch = plain_kwargs([4, 8, 16], [[1, 3, 3], [3, 3, 3], [3, 3, 3]], [[1, 1, 1], [1, 2, 2], [2, 2, 2]])
+    plain_cfg = plain_configuration(plain_arch, [16, 32, 32], [15, 50, 61], [6.0, 6.0, 6.0])
     plain_plans = plans_doc("Dataset901_MiniPlain", {"3d_fullres": plain_cfg}, [0, 1, 2])
     plain_folds = [plain_state_dict(plain_arch, classes) for _ in range(2)]
     write_folder(OUT, "Dataset901_MiniPlain", plain_plans, plain_folds, (0, 1, 2), "nnUNetTrainer")
@@ -599,27 +609,8 @@ def main():
 
 
 def full_size(root):
-    arch = {
-        "n_stages": 6,
-        "features_per_stage": [32, 64, 128, 256, 320, 320],
-        "conv_op": "torch.nn.modules.conv.Conv3d",
-        "kernel_sizes": [[3, 3, 3]] * 6,
-        "strides": [[1, 1, 1]] + [[2, 2, 2]] * 5,
-        "n_conv_per_stage": [2] * 6,
-        "n_conv_per_stage_decoder": [2] * 5,
-        "conv_bias": True,
-        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-        "dropout_op": None,
-        "dropout_op_kwargs": None,
-        "nonlin": "torch.nn.LeakyReLU",
-        "nonlin_kwargs": {"inplace": True},
-    }
-    cfg = dict(COMMON, patch_size=[128, 128, 128], median_image_size_in_voxels=[300, 230, 230],
-               spacing=[1.5, 1.5, 1.5],
-               architecture={"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                             "arch_kwargs": arch,
-                             "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]})
+    arch = plain_kwargs([32, 64, 128, 256, 320, 320], [[3, 3, 3]] * 6, [[1, 1, 1]] + [[2, 2, 2]] * 5)
+    cfg = plain_configuration(arch, [128, 128, 128], [300, 230, 230], [1.5, 1.5, 1.5])
     global LABELS
     LABELS = {"background": 0, **{f"class_{i}": i for i in range(1, 25)}}
     plans = plans_doc("Dataset999_FullSizeRandom", {"3d_fullres": cfg}, [0, 1, 2])

@@ -60,15 +60,8 @@ impl NnunetFolder {
     /// labels from dataset.json with TG-263 names where known, the plans as data, and
     /// provenance naming the folder.
     pub fn package(&self, name: &str, weights: &str, dir: &Path) -> ModelPackage {
-        let inverse = {
-            let mut inv = [0; 3];
-            for (d, &p) in self.plan.transpose_forward.iter().enumerate() {
-                inv[p] = d;
-            }
-            inv
-        };
         // The plans' spacing is in network axis order; voxseg states spacings as (i, j, k).
-        let kji: [f64; 3] = std::array::from_fn(|a| self.plan.spacing[inverse[a]]);
+        let kji = pipeline::inverse(self.plan.transpose_forward).map(|d| self.plan.spacing[d]);
         ModelPackage {
             name: name.to_string(),
             weights: weights.to_string(),

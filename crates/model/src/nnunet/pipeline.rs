@@ -43,7 +43,7 @@ fn transpose<T: Copy>(a: &[T], shape: [usize; 3], perm: [usize; 3]) -> (Vec<T>, 
 }
 
 /// The inverse permutation (`transpose_backward`).
-fn inverse(perm: [usize; 3]) -> [usize; 3] {
+pub(crate) fn inverse(perm: [usize; 3]) -> [usize; 3] {
     let mut inv = [0; 3];
     for (d, &p) in perm.iter().enumerate() {
         inv[p] = d;
@@ -103,11 +103,10 @@ pub fn resample_to_shape(
             mid_shape[axis] = shape[axis];
             let (slices, plane_shape, plane_to) = slice_shapes(shape, to, axis);
             let (per_slice, plane) = split(&data, shape, axis);
-            let mut mid = vec![0.0; mid_shape.iter().product()];
             let resized: Vec<Vec<f64>> = (0..slices)
                 .map(|s| resize(&per_slice[s * plane..][..plane], plane_shape, plane_to, [order; 3]))
                 .collect();
-            join(&mut mid, &resized, mid_shape, axis);
+            let mid = join(&resized, mid_shape, axis);
             if shape[axis] == to[axis] {
                 mid
             } else {
@@ -133,28 +132,26 @@ fn slice_shapes(shape: [usize; 3], to: [usize; 3], axis: usize) -> (usize, [usiz
     (shape[axis], [1, shape[plane[0]], shape[plane[1]]], [1, to[plane[0]], to[plane[1]]])
 }
 
-/// The slices across `axis`, one after the other, and the size of one.
-fn split(data: &[f64], shape: [usize; 3], axis: usize) -> (Vec<f64>, usize) {
-    let perm = match axis {
+/// The permutation that puts `axis` first and keeps the other two in order.
+fn axis_first(axis: usize) -> [usize; 3] {
+    match axis {
         0 => [0, 1, 2],
         1 => [1, 0, 2],
         _ => [2, 0, 1],
-    };
-    let (moved, s) = transpose(data, shape, perm);
+    }
+}
+
+/// The slices across `axis`, one after the other, and the size of one.
+fn split(data: &[f64], shape: [usize; 3], axis: usize) -> (Vec<f64>, usize) {
+    let (moved, s) = transpose(data, shape, axis_first(axis));
     (moved, s[1] * s[2])
 }
 
-/// Puts resized slices (across `axis`) into `out` of `shape`.
-fn join(out: &mut [f64], slices: &[Vec<f64>], shape: [usize; 3], axis: usize) {
-    let perm = match axis {
-        0 => [0, 1, 2],
-        1 => [1, 0, 2],
-        _ => [2, 0, 1],
-    };
-    let moved_shape = perm.map(|p| shape[p]);
+/// Resized slices (across `axis`) stacked back into an array of `shape`.
+fn join(slices: &[Vec<f64>], shape: [usize; 3], axis: usize) -> Vec<f64> {
+    let perm = axis_first(axis);
     let stacked: Vec<f64> = slices.iter().flatten().copied().collect();
-    let (back, _) = transpose(&stacked, moved_shape, inverse(perm));
-    out.copy_from_slice(&back);
+    transpose(&stacked, perm.map(|p| shape[p]), inverse(perm)).0
 }
 
 /// From the CT (`[k, j, i]` array of HU with its spacing, same order) to the network's
