@@ -9,7 +9,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig3d
 use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, sigmoid, softmax};
 
-use crate::kernels::{conv_bn_act, gate_add_act, Activation};
+use crate::kernels::{conv_bn_act, conv_transpose, gate_add_act, Activation};
 
 /// The network's shape. The defaults are AnatomyNet's (about 0.73 M parameters).
 #[derive(Config, Debug, PartialEq)]
@@ -321,7 +321,7 @@ impl AnatomyNet {
     /// transposed conv, then three 3x3x3 convs), so it can run on slabs of the trunk's
     /// output with a 3-voxel halo and give exactly the whole-volume answer.
     pub fn tail_logits(&self, trunk: Tensor<5>, input: Tensor<5>) -> Tensor<5> {
-        let up = Tensor::cat(vec![self.up.deconv.forward(trunk), input], 1);
+        let up = Tensor::cat(vec![conv_transpose(trunk, &self.up.deconv), input], 1);
         conv_bn_act(self.up.res.forward(up), &self.head, None, Activation::Identity)
     }
 

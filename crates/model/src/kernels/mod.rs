@@ -5,15 +5,15 @@
 //! activation" and keep one code path: on flex without autodiff (inference on the CPU)
 //! it runs [`conv3d`]'s direct convolution with the batch norm folded into the weights
 //! and the activation in the same pass; everywhere else (wgpu, the autodiff device of
-//! training, strided convolutions, CPUs without a compiled tile) it is burn's ops, so
+//! training, CPUs without a compiled tile) it is burn's ops, so
 //! gradients and GPU kernels are burn's own. This is a device dispatch in one function
 //! rather than burn's `backend_extension` trait: the extension would need an
 //! implementation (or a fallback) per backend for the same two cases.
 
 mod conv3d;
 
-use burn::backend::DispatchDevice;
-use burn::nn::conv::Conv3d;
+use burn::backend::{DispatchDevice, Flex};
+use burn::nn::conv::{Conv3d, ConvTranspose3d};
 use burn::nn::{BatchNorm, InstanceNorm, PaddingConfig3d};
 use burn::prelude::*;
 use burn::tensor::activation::leaky_relu;
@@ -35,12 +35,74 @@ pub fn conv_bn_act(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Act
     let device = x.device();
     let [n, cin, d, h, w] = x.dims();
     let folded = fold(conv, bn);
-    let input = floats(x);
-    let mut out = Vec::with_capacity(n * folded.cout * d * h * w);
-    for one in input.chunks(cin * d * h * w) {
-        out.extend_from_slice(&conv3d::conv3d(one, [cin, d, h, w], &folded, act));
+    let mut out = Vec::new();
+    with_floats(&x, |input| {
+        for one in input.chunks(cin * d * h * w) {
+            out.extend_from_slice(&conv3d::conv3d(one, [cin, d, h, w], &folded, act));
+        }
+    });
+    let [sd, sh, sw] = conv.stride;
+    Tensor::from_data(TensorData::new(out, [n, folded.cout, d.div_ceil(sd), h.div_ceil(sh), w.div_ceil(sw)]), &device)
+}
+
+/// A transposed convolution. On the CPU, one whose kernel equals its stride (the
+/// U-Nets' up-sampling: every output voxel has exactly one input voxel) is a 1x1x1
+/// convolution to `cout x taps` channels, each tap's channel then moved to its place
+/// in the larger grid (depth-to-space) with the bias added; others run burn's op.
+pub fn conv_transpose(x: Tensor<5>, up: &ConvTranspose3d) -> Tensor<5> {
+    let one_to_one = up.kernel_size == up.stride
+        && up.padding == [0; 3]
+        && up.padding_out == [0; 3]
+        && up.dilation == [1; 3]
+        && up.groups == 1;
+    if !(one_to_one && on_cpu_backend(&x) && conv3d::supported()) {
+        return up.forward(x);
     }
-    Tensor::from_data(TensorData::new(out, [n, folded.cout, d, h, w]), &device)
+    let device = x.device();
+    let [n, cin, d, h, w] = x.dims();
+    let [kd, kh, kw] = up.kernel_size;
+    let taps = kd * kh * kw;
+    // `[cin][cout][taps]` read as the 1x1x1 convolution's `[cout * taps][cin]`.
+    let weights = floats(up.weight.val());
+    let cout = weights.len() / (cin * taps);
+    let mut spread = vec![0f32; weights.len()];
+    for ci in 0..cin {
+        for k in 0..cout * taps {
+            spread[k * cin + ci] = weights[ci * cout * taps + k];
+        }
+    }
+    let bias = up.bias.as_ref().map_or_else(|| vec![0.0; cout], |b| floats(b.val()));
+    let conv = conv3d::Conv {
+        cin,
+        cout: cout * taps,
+        kernel: [1; 3],
+        stride: [1; 3],
+        weights: spread,
+        bias: vec![0.0; cout * taps],
+    };
+    let (d2, h2, w2) = (d * kd, h * kh, w * kw);
+    let mut out = vec![0f32; n * cout * d2 * h2 * w2];
+    with_floats(&x, |input| {
+        for (one, dst) in input.chunks(cin * d * h * w).zip(out.chunks_mut(cout * d2 * h2 * w2)) {
+            let taps_out = conv3d::conv3d(one, [cin, d, h, w], &conv, Activation::Identity);
+            // Output plane (co, z2) takes tap row a = z2 % kd of input plane z2 / kd.
+            dst.par_chunks_mut(h2 * w2).enumerate().for_each(|(plane, dst)| {
+                let (co, z2) = (plane / d2, plane % d2);
+                let (z, a) = (z2 / kd, z2 % kd);
+                for (y2, row) in dst.chunks_mut(w2).enumerate() {
+                    let (y, b) = (y2 / kh, y2 % kh);
+                    for c in 0..kw {
+                        let tap = (a * kh + b) * kw + c;
+                        let src = &taps_out[(((co * taps + tap) * d + z) * h + y) * w..][..w];
+                        for (x, &value) in src.iter().enumerate() {
+                            row[x * kw + c] = value + bias[co];
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Tensor::from_data(TensorData::new(out, [n, cout, d2, h2, w2]), &device)
 }
 
 /// `act(h * gate + residual)`, `gate` one factor per `[n, c]` (a squeeze-and-
@@ -59,11 +121,12 @@ pub fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, 
     let dims = h.dims();
     let voxels = dims[2] * dims[3] * dims[4];
     let gate = gate.map(floats);
-    let residual = floats(residual);
     let mut out = floats(h);
-    out.par_chunks_mut(voxels).zip(residual.par_chunks(voxels)).enumerate().for_each(|(nc, (o, r))| {
-        let g = gate.as_ref().map_or(1.0, |g| g[nc]);
-        o.iter_mut().zip(r).for_each(|(o, r)| *o = act.apply(*o * g + *r));
+    with_floats(&residual, |residual| {
+        out.par_chunks_mut(voxels).zip(residual.par_chunks(voxels)).enumerate().for_each(|(nc, (o, r))| {
+            let g = gate.as_ref().map_or(1.0, |g| g[nc]);
+            o.iter_mut().zip(r).for_each(|(o, r)| *o = act.apply(*o * g + *r));
+        });
     });
     Tensor::from_data(TensorData::new(out, dims), &device)
 }
@@ -85,9 +148,7 @@ pub fn instance_norm_act(x: Tensor<5>, epsilon: f64, act: Activation) -> Tensor<
     let dims = x.dims();
     let mut v = floats(x);
     v.par_chunks_mut(dims[2] * dims[3] * dims[4]).for_each(|channel| {
-        let n = channel.len() as f64;
-        let mean = channel.iter().map(|&a| a as f64).sum::<f64>() / n;
-        let var = channel.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n;
+        let (mean, var) = mean_variance(channel);
         let (mean, scale) = (mean as f32, (1.0 / (var.sqrt() + epsilon)) as f32);
         channel.iter_mut().for_each(|a| *a = act.apply((*a - mean) * scale));
     });
@@ -110,9 +171,7 @@ pub fn instance_norm_affine_act(x: Tensor<5>, norm: &InstanceNorm, act: Activati
     let mut v = floats(x);
     v.par_chunks_mut(dims[2] * dims[3] * dims[4]).enumerate().for_each(|(nc, channel)| {
         let c = nc % channels;
-        let n = channel.len() as f64;
-        let mean = channel.iter().map(|&a| a as f64).sum::<f64>() / n;
-        let var = channel.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n;
+        let (mean, var) = mean_variance(channel);
         let scale = gamma[c] as f64 / (var + norm.epsilon).sqrt();
         let (scale, shift) = (scale as f32, (beta[c] as f64 - mean * scale) as f32);
         channel.iter_mut().for_each(|a| *a = act.apply(*a * scale + shift));
@@ -120,12 +179,36 @@ pub fn instance_norm_affine_act(x: Tensor<5>, norm: &InstanceNorm, act: Activati
     Tensor::from_data(TensorData::new(v, dims), &device)
 }
 
-/// Inference on the CPU backend, a stride-1 "same" convolution of a kernel shape
-/// [`conv3d::handles`].
+/// Mean and population variance, in two passes (no cancellation) summed in f64 over
+/// blocks whose sums run in 16 independent f32 lanes (vectorised; a single f64 sum is
+/// a serial chain of dependent adds, a sixth of nnU-Net's time at 128^3).
+fn mean_variance(values: &[f32]) -> (f64, f64) {
+    fn sum(values: &[f32], term: impl Fn(f32) -> f32) -> f64 {
+        values
+            .chunks(4096)
+            .map(|block| {
+                let mut lanes = [0f32; 16];
+                let whole = block.chunks_exact(16);
+                let rest: f32 = whole.remainder().iter().map(|&a| term(a)).sum();
+                for sixteen in whole {
+                    lanes.iter_mut().zip(sixteen).for_each(|(l, &a)| *l += term(a));
+                }
+                lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64
+            })
+            .sum()
+    }
+    let n = values.len() as f64;
+    let mean = sum(values, |a| a) / n;
+    let m = mean as f32;
+    let var = sum(values, |a| (a - m) * (a - m)) / n;
+    (mean, var)
+}
+
+/// Inference on the CPU backend, a "same" convolution (padding `k / 2`, any stride)
+/// of a kernel shape [`conv3d::handles`].
 fn runs_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
     let [kd, kh, kw] = conv.kernel_size;
     on_cpu_backend(x)
-        && conv.stride == [1; 3]
         && conv.dilation == [1; 3]
         && conv.groups == 1
         && conv3d::handles(conv.kernel_size)
@@ -153,6 +236,19 @@ impl Activation {
     }
 }
 
+/// `f` of a CPU tensor's values, borrowed in place where they are contiguous f32 (a
+/// tensor still used elsewhere, a residual or a skip, is read without a copy; `floats`
+/// would copy it), else converted.
+fn with_floats<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
+    match t.clone().try_into_primitive::<Flex>() {
+        Ok(flex) => match flex.as_slice::<f32>() {
+            Some(values) => f(values),
+            None => f(&floats(Tensor::<D>::from_primitive::<Flex>(flex))),
+        },
+        Err(_) => f(&floats(t.clone())),
+    }
+}
+
 /// A tensor's values as f32, moved out of the tensor where it is not shared.
 pub(crate) fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().expect("converted to f32")
@@ -176,13 +272,13 @@ fn fold(conv: &Conv3d, bn: Option<&BatchNorm>) -> conv3d::Conv {
             bias[co] = (bias[co] - mean[co]) * scale + beta[co];
         }
     }
-    conv3d::Conv { cin, cout, kernel: [kd, kh, kw], weights, bias }
+    conv3d::Conv { cin, cout, kernel: [kd, kh, kw], stride: conv.stride, weights, bias }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::nn::conv::Conv3dConfig;
+    use burn::nn::conv::{Conv3dConfig, ConvTranspose3dConfig};
     use burn::nn::BatchNormConfig;
     use burn::tensor::Distribution;
 
@@ -201,22 +297,47 @@ mod tests {
     }
 
     #[test]
+    fn transposed_convolution_equals_burns() {
+        let device = Device::flex();
+        // (input shape, output channels, kernel = stride, bias): AnatomyNet's and
+        // nnU-Net's up-sampling, an anisotropic one, odd widths, a batch of two.
+        for (shape, cout, kernel, bias) in [
+            ([1, 5, 3, 4, 7], 3, [2, 2, 2], true),
+            ([2, 4, 2, 3, 17], 6, [1, 2, 2], false),
+            ([1, 28, 4, 5, 33], 14, [2, 2, 2], true),
+        ] {
+            let up =
+                ConvTranspose3dConfig::new([shape[1], cout], kernel).with_stride(kernel).with_bias(bias).init(&device);
+            let x = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let ours = conv_transpose(x.clone(), &up);
+            let theirs = up.forward(x);
+            assert_eq!(ours.dims(), theirs.dims());
+            let (diff, scale) = max_abs_diff(ours, theirs);
+            assert!(diff <= 1e-5 * scale.max(1.0), "{shape:?} -> {cout} {kernel:?}: max |diff| {diff} (scale {scale})");
+        }
+    }
+
+    #[test]
     fn equals_burns_convolution_batch_norm_and_activation() {
         let device = Device::flex();
         // Odd widths (not a multiple of 16), channel counts that are not a multiple
         // of the tile, 1x1x1 shortcuts, flat (3,3,1) kernels, bias, batch of two.
-        // (input shape, output channels, kernel, bias, batch norm, activation)
-        type Case = ([usize; 5], usize, [usize; 3], bool, bool, Activation);
-        let cases: [Case; 6] = [
-            ([1, 3, 5, 7, 9], 5, [3, 3, 3], false, true, Activation::LeakyRelu(0.01)),
-            ([2, 6, 4, 6, 37], 7, [3, 3, 3], true, false, Activation::Identity),
-            ([1, 9, 3, 4, 70], 14, [1, 1, 1], false, true, Activation::Identity),
-            ([1, 4, 5, 6, 17], 3, [3, 3, 1], true, true, Activation::LeakyRelu(0.2)),
-            ([1, 1, 2, 3, 64], 4, [3, 3, 3], true, false, Activation::Identity),
-            ([1, 34, 4, 5, 33], 34, [3, 3, 3], false, true, Activation::LeakyRelu(0.01)),
+        // Strided ones as AnatomyNet's stem and nnU-Net's encoders (odd sides too).
+        // (input shape, output channels, kernel, stride, bias, batch norm, activation)
+        type Case = ([usize; 5], usize, [usize; 3], [usize; 3], bool, bool, Activation);
+        let cases: [Case; 8] = [
+            ([1, 3, 5, 7, 9], 5, [3, 3, 3], [1; 3], false, true, Activation::LeakyRelu(0.01)),
+            ([2, 6, 4, 6, 37], 7, [3, 3, 3], [1; 3], true, false, Activation::Identity),
+            ([1, 9, 3, 4, 70], 14, [1, 1, 1], [1; 3], false, true, Activation::Identity),
+            ([1, 4, 5, 6, 17], 3, [3, 3, 1], [1; 3], true, true, Activation::LeakyRelu(0.2)),
+            ([1, 1, 2, 3, 64], 4, [3, 3, 3], [1; 3], true, false, Activation::Identity),
+            ([1, 34, 4, 5, 33], 34, [3, 3, 3], [1; 3], false, true, Activation::LeakyRelu(0.01)),
+            ([2, 1, 6, 7, 33], 28, [3, 3, 3], [2; 3], false, true, Activation::LeakyRelu(0.01)),
+            ([1, 5, 5, 8, 20], 6, [1, 3, 3], [1, 2, 2], true, false, Activation::Identity),
         ];
-        for (shape, cout, kernel, bias, with_bn, act) in cases {
+        for (shape, cout, kernel, stride, bias, with_bn, act) in cases {
             let conv = Conv3dConfig::new([shape[1], cout], kernel)
+                .with_stride(stride)
                 .with_padding(PaddingConfig3d::Explicit(kernel[0] / 2, kernel[1] / 2, kernel[2] / 2))
                 .with_bias(bias)
                 .init(&device);
@@ -233,7 +354,10 @@ mod tests {
             let theirs = reference(x, &conv, bn, act);
             assert_eq!(ours.dims(), theirs.dims());
             let (diff, scale) = max_abs_diff(ours, theirs);
-            assert!(diff <= 1e-5 * scale.max(1.0), "{shape:?} -> {cout} {kernel:?}: max |diff| {diff} (scale {scale})");
+            assert!(
+                diff <= 1e-5 * scale.max(1.0),
+                "{shape:?} -> {cout} {kernel:?} /{stride:?}: max |diff| {diff} (scale {scale})"
+            );
         }
     }
 }

@@ -15,7 +15,7 @@ use burn::nn::{InstanceNorm, InstanceNormConfig, PaddingConfig3d};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::{conv_bn_act, gate_add_act, instance_norm_affine_act, Activation};
+use crate::kernels::{conv_bn_act, conv_transpose, gate_add_act, instance_norm_affine_act, Activation};
 
 /// Which of dynamic_network_architectures' U-Nets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,7 +295,7 @@ impl NnunetNet {
         let mut low = skips.pop().expect("at least two stages");
         for stage in &self.decoder {
             let skip = skips.pop().expect("one skip per decoder stage");
-            let up = stage.up.forward(low);
+            let up = conv_transpose(low, &stage.up);
             low = stage.convs.iter().fold(Tensor::cat(vec![up, skip], 1), |x, c| c.forward(x, act));
         }
         conv_bn_act(low, &self.seg, None, Activation::Identity)
