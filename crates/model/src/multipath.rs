@@ -15,7 +15,7 @@ use burn::nn::PaddingConfig3d;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use crate::kernels::{conv_bn_act, instance_norm_act, Activation};
+use crate::kernels::{cat_centre_cropped, conv_bn_act, instance_norm_act, max_pool, repeat_box_mean, Activation};
 
 #[derive(Config, Debug, PartialEq)]
 pub struct MultipathUnetConfig {
@@ -121,33 +121,6 @@ impl MultipathUnet {
         instance_norm_act(x, self.epsilon, Activation::LeakyRelu(self.slope as f32))
     }
 
-    fn max_pool(&self, x: Tensor<5>) -> Tensor<5> {
-        let [n, c, a, b, d] = x.dims();
-        let f = self.pool;
-        let x: Tensor<8> = x.reshape([n, c, a / f, f, b / f, f, d / f, f]);
-        x.max_dim(7).max_dim(5).max_dim(3).reshape([n, c, a / f, b / f, d / f])
-    }
-
-    /// Repeat each voxel `pool` times per axis, then a `pool`^3 mean, stride 1, no
-    /// padding (separable: a mean along each axis in turn).
-    fn upsample(&self, x: Tensor<5>) -> Tensor<5> {
-        let [n, c, a, b, d] = x.dims();
-        let f = self.pool;
-        let x: Tensor<8> = x.reshape([n, c, a, 1, b, 1, d, 1]);
-        let mut x: Tensor<5> = x.expand([n, c, a, f, b, f, d, f]).reshape([n, c, a * f, b * f, d * f]);
-        for dim in 2..5 {
-            let len = x.dims()[dim] - (f - 1);
-            let sum = (1..f).fold(x.clone().narrow(dim, 0, len), |s, o| s + x.clone().narrow(dim, o, len));
-            x = sum / f as f64;
-        }
-        x
-    }
-
-    fn centre_crop(x: Tensor<5>, to: [usize; 5]) -> Tensor<5> {
-        let dims = x.dims();
-        (2..5).fold(x, |x, d| x.narrow(d, (dims[d] - to[d]) / 2, to[d]))
-    }
-
     /// `[N, 1, i, j, k]` (each side a multiple of pool^(levels-1)) -> P(liver),
     /// `margin()` voxels smaller on every side.
     pub fn forward(&self, input: Tensor<5>) -> Tensor<5> {
@@ -155,7 +128,7 @@ impl MultipathUnet {
         let mut skips = Vec::new();
         for (level, convs) in self.down.iter().enumerate() {
             if level > 0 {
-                x = self.norm(self.max_pool(x));
+                x = self.norm(max_pool(x, self.pool));
             }
             for (j, c) in convs.iter().enumerate() {
                 if j > 0 {
@@ -166,9 +139,9 @@ impl MultipathUnet {
             skips.push(x.clone());
         }
         for level in (0..self.up.len()).rev() {
-            x = self.upsample(x);
-            let skip = Self::centre_crop(skips[level].clone(), x.dims());
-            x = Tensor::cat(vec![skip, x], 1);
+            // Each voxel repeated `pool` times per axis, then a `pool`^3 mean (stride 1,
+            // no padding); the skip centre-cropped to that size in front.
+            x = cat_centre_cropped(skips[level].clone(), repeat_box_mean(x, self.pool));
             for c in &self.up[level] {
                 x = conv_bn_act(self.norm(x), c, None, Activation::Identity);
             }

@@ -11,6 +11,7 @@
 //! implementation (or a fallback) per backend for the same two cases.
 
 mod conv3d;
+mod pool;
 
 use burn::backend::{DispatchDevice, Flex};
 use burn::nn::conv::{Conv3d, ConvTranspose3d};
@@ -21,6 +22,7 @@ use burn::tensor::FloatDType;
 use rayon::prelude::*;
 
 pub use conv3d::{release_scratch, Activation};
+pub use pool::{cat_centre_cropped, max_pool, repeat_box_mean};
 
 /// `act(bn(conv(x)))` with `bn` in inference mode (running statistics).
 pub fn conv_bn_act(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Activation) -> Tensor<5> {
