@@ -15,14 +15,13 @@ gflops = 2 * macs / min forward time.
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import anatomynet_onnx as an  # noqa: E402
+from ort_timing import report, session, times_ms  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "anatomynet" / \
     "state_dict.safetensors"
@@ -47,33 +46,12 @@ def main():
     shape = [1, 1, *args.shape]
     macs = an.count_macs(model, (1, *args.shape))["total"]
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args.threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    sess = session(model, args.threads)
     x = np.random.default_rng(0).uniform(-0.5, 0.5, shape).astype(np.float32)
-    sess.run(["probabilities"], {"input": x})  # warm-up
-    times = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        sess.run(["probabilities"], {"input": x})
-        times.append((time.perf_counter() - t0) * 1e3)
-    best = min(times)
-    print(json.dumps({
-        "forward_ms": round(best, 2),
-        "mean_ms": round(float(np.mean(times)), 2),
-        "times_ms": [round(t, 2) for t in times],
-        "threads": args.threads,
-        "shape": shape,
-        "classes": int(next(p.value for p in model.metadata_props if p.key == "classes")),
-        "weights": source,
-        "ort_version": ort.__version__,
-        "providers": sess.get_providers(),
-        "macs": macs,
-        "gflops": round(2 * macs / (best / 1e3) / 1e9, 2),
-    }, indent=2))
+    times = times_ms(sess, "probabilities", {"input": x}, args.repeat)
+    classes = int(next(p.value for p in model.metadata_props if p.key == "classes"))
+    print(json.dumps(report(times, args.threads, shape, macs, classes=classes, weights=source,
+                            providers=sess.get_providers()), indent=2))
 
 
 if __name__ == "__main__":

@@ -23,13 +23,16 @@ Prints JSON: forward_ms (min), mean_ms, threads, shape, ort_version, fixture_max
 import argparse
 import json
 import struct
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ort_timing import session, times_ms  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "models" / "liver-ct-kul" / "weights.safetensors"
@@ -129,14 +132,6 @@ def build(w):
     return model
 
 
-def session(model, threads):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="intra_op_num_threads")
@@ -154,12 +149,7 @@ def main():
         raise SystemExit(f"the ONNX graph disagrees with the numpy reference: max |diff| {fixture_diff}")
 
     x = np.random.default_rng(0).uniform(-0.5, 0.5, [1, 1, *args.shape]).astype(np.float32)
-    sess.run(["probability"], {"segment": x})  # warm-up
-    times = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        sess.run(["probability"], {"segment": x})
-        times.append((time.perf_counter() - t0) * 1000)
+    times = times_ms(sess, "probability", {"segment": x}, args.repeat)
     print(json.dumps({
         "engine": "onnxruntime", "ort_version": ort.__version__, "threads": args.threads,
         "shape": args.shape, "forward_ms": round(min(times), 1), "mean_ms": round(sum(times) / len(times), 1),

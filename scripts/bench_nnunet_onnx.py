@@ -17,12 +17,14 @@ forward_ms (min), mean_ms, threads, shape, ort_version, macs, gflops = 2 * macs 
 """
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ort_timing import report, session, times_ms  # noqa: E402
 
 
 def build(arch, classes, rng, patch):
@@ -110,31 +112,11 @@ def main():
     patch = cfg["patch_size"]
     model, total = build(arch, classes, np.random.default_rng(0), patch)
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args.threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = session(model, args.threads)
     x = np.random.default_rng(1).normal(0, 1, [1, 1, *patch]).astype(np.float32)
-    sess.run(["logits"], {"input": x})  # warm-up
-    times = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        sess.run(["logits"], {"input": x})
-        times.append((time.perf_counter() - t0) * 1e3)
-    best = min(times)
-    print(json.dumps({
-        "forward_ms": round(best, 2),
-        "mean_ms": round(float(np.mean(times)), 2),
-        "times_ms": [round(t, 2) for t in times],
-        "threads": args.threads,
-        "shape": patch,
-        "classes": classes,
-        "weights": "random (the plans' shapes)",
-        "ort_version": ort.__version__,
-        "macs": total,
-        "gflops": round(2 * total / (best / 1e3) / 1e9, 2),
-    }, indent=2))
+    times = times_ms(sess, "logits", {"input": x}, args.repeat)
+    print(json.dumps(report(times, args.threads, patch, total, classes=classes,
+                            weights="random (the plans' shapes)"), indent=2))
 
 
 if __name__ == "__main__":
