@@ -50,7 +50,7 @@ pub(crate) fn features(roi: &Roi, disc: &Discrete, shift: f64) -> Vec<(&'static 
     let x = &roi.values;
     let n = x.len() as f64;
     let mut sorted = x.clone();
-    sorted.sort_by(f64::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
     let mu = mean(x);
     let moment = |k: i32| x.iter().map(|v| (v - mu).powi(k)).sum::<f64>() / n;

@@ -222,7 +222,7 @@ fn max_distance2(pts: &[[f64; 3]], dist2: impl Fn(&[f64; 3], &[f64; 3]) -> f64) 
             pairs.push((ub * (1.0 + 1e-9), a, b));
         }
     }
-    pairs.sort_by(|x, y| y.0.total_cmp(&x.0));
+    pairs.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
     let mut best = 0.0f64;
     for &(ub, a, b) in &pairs {
         if ub < best {
