@@ -14,7 +14,10 @@ writes what nnU-Net writes, itself:
   dynamic_network_architectures) and of nnU-Net's inference (preprocessing with
   skimage's resize as nnU-Net calls it, tile placement, Gaussian importance map,
   logits averaged over tiles and folds, resampling back, argmax), whose outputs are
-  committed as small fixtures so `cargo test` needs no Python.
+  committed as small fixtures so `cargo test` needs no Python;
+- TotalSegmentator's combination of several networks into one label table, on the
+  ResidualEncoderUNet folder with another dataset.json (`renamed_dataset.json`: kidney_left,
+  liver) after the PlainConvUNet one (spleen, liver): `combined_labels.nii.gz`.
 
 Run from the repository root:  python3 scripts/make_nnunet_fixtures.py
 With `--full-size DIR` it instead writes one training folder shaped like
@@ -423,6 +426,8 @@ def nnunet_predict(ct_kji, spacing_kji, plans_cfg, fg, transpose, kind, arch, fo
 # The folders
 # ---------------------------------------------------------------------------------------
 LABELS = {"background": 0, "spleen": 1, "liver": 2}
+# The ResidualEncoderUNet's classes under other names: a new one, and one the first folder has.
+RENAMED = {"background": 0, "kidney_left": 1, "liver": 2}
 FG = {"max": 3071.0, "mean": 95.5, "median": 90.0, "min": -1024.0, "percentile_00_5": -958.0,
       "percentile_99_5": 1460.0, "std": 287.25}
 
@@ -488,8 +493,8 @@ def plans_doc(name, configurations, transpose):
     }
 
 
-def dataset_doc():
-    return {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": 12, "file_ending": ".nii.gz"}
+def dataset_doc(labels=None):
+    return {"channel_names": {"0": "CT"}, "labels": labels or LABELS, "numTraining": 12, "file_ending": ".nii.gz"}
 
 
 def checkpoint(sd, mirroring, trainer):
@@ -591,6 +596,7 @@ def main():
     fixtures["resize_iso_order1"] = resample(crop, [17, 20, 50], [3.0, 3.0, 3.0], [2.1, 4.5, 2.1], 1)
 
     # End to end on the small example CT.
+    labels_by_tag = {}
     for tag, kind, arch, folds, cfg, plans in [("plain", "plain", plain_arch, plain_folds, plain_cfg, plain_plans),
                                                 ("resenc", "resenc", res_arch, res_folds, res_cfg, res_plans)]:
         net_input, logits, seg = nnunet_predict(ct_kji, spacing_kji, cfg, FG, plans["transpose_forward"], kind,
@@ -598,14 +604,38 @@ def main():
         fixtures[f"{tag}_e2e_input"] = net_input
         fixtures[f"{tag}_e2e_logits"] = logits
         labels = seg.transpose(2, 1, 0)  # back to (i, j, k)
+        labels_by_tag[tag] = labels
         nib.save(nib.Nifti1Image(labels.astype(np.uint8), img.affine, img.header), str(OUT / f"{tag}_labels.nii.gz"))
         counts = np.bincount(labels.ravel(), minlength=classes)
         print(f"{tag}: network input {net_input.shape}, labels {counts.tolist()}")
+
+    # Both networks combined (the ResidualEncoderUNet under the renamed table, given second).
+    (OUT / "renamed_dataset.json").write_text(json.dumps(dataset_doc(RENAMED), indent=4))
+    combined, names = combine([(labels_by_tag["plain"], LABELS), (labels_by_tag["resenc"], RENAMED)])
+    nib.save(nib.Nifti1Image(combined.astype(np.uint8), img.affine, img.header), str(OUT / "combined_labels.nii.gz"))
+    print(f"combined: {names}, labels {np.bincount(combined.ravel()).tolist()}")
 
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in fixtures.items()},
               str(OUT / "reference.safetensors"))
     (OUT / "steps.json").write_text(json.dumps(steps, indent=1))
     print("wrote", OUT)
+
+
+def combine(parts):
+    """TotalSegmentator's combination of several networks' labels (its nnunet.py, `total`
+    task): one table, every class name once, ids in order of first appearance; each
+    network in turn writes `combined[seg == j] = id(name_j)`, so a later network wins where
+    it labels a voxel and its background erases nothing. `parts`: (labels, dataset.json
+    labels) in order. Returns the combined labels and the table's names (id = index + 1)."""
+    names = []
+    for _, table in parts:
+        names += [n for n in table if n != "background" and n not in names]
+    combined = np.zeros_like(parts[0][0])
+    for seg, table in parts:
+        for name, j in table.items():
+            if j > 0:
+                combined[seg == j] = names.index(name) + 1
+    return combined, names
 
 
 def full_size(root):

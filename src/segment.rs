@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use voxseg_dicom::{CtSeries, Roi};
-use voxseg_model::nnunet::{self, pipeline, NnunetFolder, NnunetNetwork};
+use voxseg_model::nnunet::{self, pipeline, NnunetEnsemble, NnunetFolder};
 use voxseg_model::{
     predict, predict_multipath, select, DeviceChoice, ModelPackage, Net, Network, Options, Plan, Precision, Prediction,
     Selected,
@@ -113,7 +113,7 @@ impl Model {
         let device = select(device)?;
         let name = format!("{}-{}", nnunet.dataset, nnunet.configuration);
         let package = nnunet.package(&name, "(the folder's fold_*/checkpoint_final.pth)", folder);
-        let net = Net::Nnunet(Box::new(nnunet.load(&device.device)?));
+        let net = Net::Nnunet(vec![nnunet.load(&device.device)?]);
         let precision = Plan::new(Precision::F32, &device.device);
         Ok(Model { package, net, device, precision })
     }
@@ -172,9 +172,10 @@ pub struct Prepared {
     pub input: Image,
     /// Where the input's first voxel lies on the model grid.
     pub input_start: [i64; 3],
-    /// nnU-Net models: the network's input on the plans' grid, and how to undo it
-    /// (then `input` is the CT in the package orientation, on its own grid).
-    pub nnunet: Option<pipeline::Prepared>,
+    /// nnU-Net models: each network's input on its plans' grid, and how to undo it
+    /// (then `input` is the CT in the package orientation, on its own grid); empty for
+    /// other models.
+    pub nnunet: Vec<pipeline::Prepared>,
     pub timings: StageTimings,
 }
 
@@ -203,12 +204,16 @@ pub fn prepare(path: &Path, series: Option<&str>, package: &ModelPackage) -> Res
     let p = &package.preprocess;
     let orientation: Orientation = p.orientation.parse().map_err(|e| anyhow::anyhow!("model orientation: {e}"))?;
     let (canonical, reorientation) = reorient(ct.clone(), orientation)?;
-    if let Network::Nnunet(n) = &package.network {
+    let networks = package.network.nnunet_parts();
+    if !networks.is_empty() {
         let crop = Window::new(canonical.grid(), [0; 3], canonical.shape())?;
         let [ni, nj, nk] = canonical.shape();
         let sp = canonical.grid().spacing();
         // nnU-Net's SimpleITK reader gives the [k, j, i] array voxseg stores.
-        let nnunet = pipeline::prepare(canonical.data(), [nk, nj, ni], [sp[2], sp[1], sp[0]], &n.plan)
+        let nnunet = networks
+            .iter()
+            .map(|(n, _)| pipeline::prepare(canonical.data(), [nk, nj, ni], [sp[2], sp[1], sp[0]], &n.plan))
+            .collect::<Option<Vec<_>>>()
             .with_context(|| format!("{}: every voxel is 0, nothing to segment", path.display()))?;
         let timings = StageTimings { read_ms, preprocess_ms: ms(start), ..StageTimings::default() };
         return Ok(Prepared {
@@ -221,7 +226,7 @@ pub fn prepare(path: &Path, series: Option<&str>, package: &ModelPackage) -> Res
             crop,
             input: canonical,
             input_start: [0; 3],
-            nnunet: Some(nnunet),
+            nnunet,
             timings,
         });
     }
@@ -261,7 +266,7 @@ pub fn prepare(path: &Path, series: Option<&str>, package: &ModelPackage) -> Res
         crop,
         input,
         input_start,
-        nnunet: None,
+        nnunet: vec![],
         timings,
     })
 }
@@ -293,7 +298,7 @@ pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
     let input = &prepared.input;
     let device = &model.device.device;
     let prediction: Prediction = match &model.net {
-        Net::Nnunet(net) => return segment_nnunet(model, prepared, net),
+        Net::Nnunet(nets) => return segment_nnunet(model, prepared, nets),
         Net::AnatomyNet(net) => {
             let opts = Options { keep_probabilities: true, ..Options::default() };
             predict(net, input.data(), input.shape(), device, &opts)?
@@ -326,35 +331,40 @@ pub fn segment(model: &Model, prepared: &Prepared) -> Result<Segmentation> {
     Ok(Segmentation { labels, structures, cleanup, timings, mode: prediction.mode })
 }
 
-/// An nnU-Net model: sliding windows over the plans' grid, then nnU-Net's way back to
-/// the CT (logits resampled, argmax), then voxseg's measurements.
-fn segment_nnunet(
-    model: &Model,
-    prepared: &Prepared,
-    net: &voxseg_model::nnunet::NnunetEnsemble,
-) -> Result<Segmentation> {
-    let Network::Nnunet(n) = &model.package.network else { bail!("the package is not an nnU-Net model") };
-    let n: &NnunetNetwork = n;
-    let input = prepared.nnunet.as_ref().context("the CT was not prepared for an nnU-Net model")?;
+/// An nnU-Net model: each network's sliding windows over its plans' grid, then
+/// nnU-Net's way back to the CT (logits resampled, argmax), its labels written over
+/// the previous networks' in the package's order (later wins), then voxseg's
+/// measurements.
+fn segment_nnunet(model: &Model, prepared: &Prepared, nets: &[NnunetEnsemble]) -> Result<Segmentation> {
+    let networks = model.package.network.nnunet_parts();
+    if networks.len() != nets.len() || networks.len() != prepared.nnunet.len() {
+        bail!("the CT was not prepared for this package's {} nnU-Net network(s)", networks.len());
+    }
     let mut timings = prepared.timings;
+    let mut combined = vec![0u16; prepared.input.data().len()];
+    for (((n, ids), net), input) in networks.iter().zip(nets).zip(&prepared.nnunet) {
+        let start = Instant::now();
+        let classes = n.unet.classes;
+        let logits = nnunet::predict_logits(
+            &net.folds,
+            classes,
+            &input.data,
+            input.shape,
+            &n.window(),
+            &model.device.device,
+            |_, _| {},
+        );
+        timings.forward_ms += ms(start);
+        let start = Instant::now();
+        let kji = pipeline::labels(&logits, classes, input, &n.plan);
+        pipeline::overlay(&mut combined, &kji, ids);
+        timings.postprocess_ms += ms(start);
+    }
     let start = Instant::now();
-    let classes = n.unet.classes;
-    let logits = nnunet::predict_logits(
-        &net.folds,
-        classes,
-        &input.data,
-        input.shape,
-        &n.window(),
-        &model.device.device,
-        |_, _| {},
-    );
-    timings.forward_ms = ms(start);
-    let start = Instant::now();
-    let kji = pipeline::labels(&logits, classes, input, &n.plan);
-    let canonical = Volume::new(prepared.input.grid().clone(), kji);
+    let canonical = Volume::new(prepared.input.grid().clone(), combined);
     let labels = prepared.reorientation.undo(canonical)?;
     let (structures, cleanup, labels) = measure_structures(model, prepared, labels, None)?;
-    timings.postprocess_ms = ms(start);
+    timings.postprocess_ms += ms(start);
     Ok(Segmentation { labels, structures, cleanup, timings, mode: "sliding-window" })
 }
 

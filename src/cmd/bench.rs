@@ -149,14 +149,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let pass = move || Ok(predict_multipath(net, &x, [i, j, k], on)?);
             ([k, j, i], 2, net.macs([i, j, k]), Box::new(pass))
         }
-        Net::Nnunet(net) => {
-            let Some(Network::Nnunet(n)) = package.as_ref().map(|p| &p.network) else {
-                bail!("the package is not an nnU-Net model")
-            };
+        Net::Nnunet(nets) => {
+            let parts = package.as_ref().map(|p| p.network.nnunet_parts()).unwrap_or_default();
+            let Some(n) = parts.first().map(|(n, _)| *n) else { bail!("the package is not an nnU-Net model") };
+            if parts.len() > 1 {
+                eprintln!("note: timing the first of the package's {} networks", parts.len());
+            }
             // One tile through one fold: the unit every sliding-window pass repeats.
             let patch = n.plan.patch_size;
             let x = input(patch.iter().product());
-            let fold = &net.folds[0];
+            let fold = &nets[0].folds[0];
             let pass = move || {
                 let start = std::time::Instant::now();
                 let t = Tensor::<5>::from_data(TensorData::new(x.clone(), [1, 1, patch[0], patch[1], patch[2]]), on);

@@ -7,15 +7,21 @@ use voxseg::model::{
 };
 use voxseg::preprocess::Intensity;
 
-/// Turn trained weights into a voxseg model package: an nnU-Net v2 training folder, or
-/// a PyTorch AnatomyNet state dict.
+/// Turn trained weights into a voxseg model package: one or more nnU-Net v2 training
+/// folders, or a PyTorch AnatomyNet state dict.
 ///
 /// An nnU-Net v2 training folder (<Trainer>__<Plans>__<configuration>, holding
 /// dataset.json, plans.json and fold_K/checkpoint_final.pth) carries everything
 /// itself: labels from dataset.json (TG-263 names where known), the network and the
-/// preprocessing from the plans, every fold's weights (--folds picks some). The
-/// package runs as nnU-Net runs it (sliding windows, no clean-up). `segment --model`
-/// also takes such a folder directly, without importing it.
+/// preprocessing from the plans, every fold's weights (--folds picks some, in every
+/// folder). The package runs as nnU-Net runs it (sliding windows, no clean-up).
+/// `segment --model` also takes one such folder directly, without importing it.
+///
+/// Several folders make one package that runs every network and combines their labels
+/// into one table, as TotalSegmentator combines the five networks of its `total` task:
+/// label ids in order of first appearance across the folders' dataset.json (a class
+/// name in several folders keeps one id); where several networks label a voxel, the
+/// folder given later wins.
 ///
 /// A state dict (.pt/.pth from torch.save, or .safetensors) uses the AnatomyNet
 /// reference implementation's keys (conv1, bn1, layer1..layer11; see DESIGN.md) and
@@ -27,6 +33,7 @@ use voxseg::preprocess::Intensity;
 /// Examples:
 ///   voxseg import Dataset291_TotalSegmentator_part1_organs_1559subj/nnUNetTrainerNoMirroring__nnUNetPlans__3d_fullres
 ///            -o models/ts-organs
+///   voxseg import Dataset29{1,2,3,4,5}_*/nnUNetTrainerNoMirroring__nnUNetPlans__3d_fullres -o models/ts-total
 ///   voxseg import weights.pth -o models/my-spleen --labels spleen
 ///            --spacing 1.5,1.5,1.5 --window -160,240
 ///            --trained-on "40 portal-venous CTs, in-house" --measured-on "not measured"
@@ -34,8 +41,10 @@ use voxseg::preprocess::Intensity;
 // The lists and examples in this text are laid out by hand: clap must not rewrap them.
 #[command(verbatim_doc_comment)]
 pub struct ImportArgs {
-    /// An nnU-Net v2 training folder, or a state dict (.pt, .pth or .safetensors).
-    pub state_dict: PathBuf,
+    /// One or more nnU-Net v2 training folders (combined in this order, later wins), or
+    /// one state dict (.pt, .pth or .safetensors).
+    #[arg(required = true, value_name = "FOLDER|STATE_DICT")]
+    pub inputs: Vec<PathBuf>,
     /// Package directory to create.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -75,18 +84,19 @@ pub fn run(args: ImportArgs) -> Result<()> {
     if args.output.join("model.toml").exists() {
         bail!("{} already holds a model package; choose a new directory", args.output.display());
     }
-    if nnunet::is_folder(&args.state_dict) {
-        return import_nnunet(args);
-    }
+    let state_dict = match &args.inputs[..] {
+        [one] if !nnunet::is_folder(one) => one.clone(),
+        _ => return import_nnunet(args),
+    };
     if args.labels.is_empty() || args.spacing.len() != 3 || args.window.len() != 2 {
         bail!(
             "{}: a state dict needs --labels, --spacing X,Y,Z and --window MIN,MAX (comma-separated); \
              an nnU-Net folder (with plans.json and dataset.json) needs none",
-            args.state_dict.display()
+            state_dict.display()
         );
     }
     if !args.folds.is_empty() {
-        bail!("--folds chooses folds of an nnU-Net folder; {} is a state dict", args.state_dict.display());
+        bail!("--folds chooses folds of an nnU-Net folder; {} is a state dict", state_dict.display());
     }
     let [min_hu, max_hu] = [args.window[0], args.window[1]];
     let intensity = match args.scale.as_str() {
@@ -96,7 +106,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let network = AnatomyNetConfig::new(args.labels.len() + 1);
     let name = package_name(&args)?;
     let device = select(DeviceChoice::Cpu)?.device;
-    let net = import_pytorch(&network, &args.state_dict, &device)?;
+    let net = import_pytorch(&network, &state_dict, &device)?;
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
     let package = ModelPackage {
         name,
@@ -126,7 +136,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         provenance: Provenance {
             trained_on: args.trained_on.unwrap_or_else(|| "unknown (imported without provenance)".into()),
             measured_on: args.measured_on.unwrap_or_else(|| "not measured".into()),
-            source: Some(format!("voxseg import {}", args.state_dict.display())),
+            source: Some(format!("voxseg import {}", state_dict.display())),
             licence: None,
             training: None,
         },
@@ -153,13 +163,20 @@ fn import_nnunet(args: ImportArgs) -> Result<()> {
         bail!(
             "{} is an nnU-Net folder: its labels, spacing and intensity come from dataset.json and plans.json, \
              so --labels, --spacing and --window do not apply",
-            args.state_dict.display()
+            args.inputs[0].display()
         );
     }
-    let folder = NnunetFolder::open(&args.state_dict, &args.folds)?;
+    let folders = match &args.inputs[..] {
+        [one] => vec![NnunetFolder::open(one, &args.folds)?],
+        several => NnunetFolder::open_all(several, &args.folds)?,
+    };
     let device = select(DeviceChoice::Cpu)?.device;
-    let net = folder.load(&device)?;
-    let mut package = folder.package(&package_name(&args)?, "weights.bpk", &args.output);
+    let nets = folders.iter().map(|f| f.load(&device)).collect::<Result<Vec<_>, _>>()?;
+    let name = package_name(&args)?;
+    let mut package = match &folders[..] {
+        [one] => one.package(&name, "weights.bpk", &args.output),
+        several => NnunetFolder::combined_package(several, &name, "weights.bpk", &args.output),
+    };
     if let Some(t) = args.trained_on {
         package.provenance.trained_on = t;
     }
@@ -167,18 +184,26 @@ fn import_nnunet(args: ImportArgs) -> Result<()> {
         package.provenance.measured_on = m;
     }
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
-    save(&net, &package.weights_path())?;
+    if let [one] = &nets[..] {
+        // One folder: its folds at the top of the file, as a single network's package reads them.
+        save(one, &package.weights_path())?;
+    } else {
+        save(&nets, &package.weights_path())?;
+    }
     package.write_toml(&args.output)?;
     // Prove the package loads as written.
     ModelPackage::open(&args.output)?.load(&device)?;
-    let names: Vec<&str> = folder.labels.iter().map(|(_, n)| n.as_str()).collect();
-    eprintln!(
-        "wrote {} ({:?}, {} fold(s), {} classes: background, {})",
-        args.output.display(),
-        folder.network.class,
-        folder.folds.len(),
-        folder.network.classes,
-        names.join(", ")
-    );
+    for folder in &folders {
+        let names: Vec<&str> = folder.labels.iter().map(|(_, n)| n.as_str()).collect();
+        eprintln!(
+            "{}: {:?}, {} fold(s), {} classes: background, {}",
+            folder.dataset,
+            folder.network.class,
+            folder.folds.len(),
+            folder.network.classes,
+            names.join(", ")
+        );
+    }
+    eprintln!("wrote {} ({} labels)", args.output.display(), package.labels.len());
     Ok(())
 }

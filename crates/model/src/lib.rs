@@ -29,6 +29,6 @@ pub use package::{
 };
 pub use precision::{Plan, Precision};
 pub use trainer::{Sample, Trainer};
-pub use weights::{import_pytorch, load, load_multipath, load_multipath_bytes, load_nnunet, save};
+pub use weights::{import_pytorch, load, load_multipath, load_multipath_bytes, load_nnunet, load_nnunet_parts, save};
 
 pub use burn::tensor::{Device, Tensor, TensorData};

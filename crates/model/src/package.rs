@@ -35,7 +35,7 @@ use voxseg_preprocess::Intensity;
 
 use crate::anatomynet::{AnatomyNet, AnatomyNetConfig};
 use crate::multipath::{MultipathUnet, MultipathUnetConfig};
-use crate::nnunet::{NnunetEnsemble, NnunetNetwork};
+use crate::nnunet::{NnunetCombined, NnunetEnsemble, NnunetNetwork};
 use crate::Error;
 
 /// Which network, with its shape: `[network]` in model.toml, `architecture` inside.
@@ -47,6 +47,8 @@ pub enum Network {
     MultipathUnet(MultipathUnetConfig),
     /// An nnU-Net v2 model (PlainConvUNet or ResidualEncoderUNet) with its plans.
     Nnunet(Box<NnunetNetwork>),
+    /// Several nnU-Net v2 models, run in order, their labels combined into one table.
+    NnunetCombined(NnunetCombined),
 }
 
 impl Network {
@@ -56,6 +58,17 @@ impl Network {
             Network::Anatomynet(c) => c.classes,
             Network::MultipathUnet(_) => 2,
             Network::Nnunet(n) => n.unet.classes,
+            Network::NnunetCombined(c) => c.classes(),
+        }
+    }
+
+    /// An nnU-Net package's networks in the order they run, each with the package label
+    /// id of its classes 1, 2, ...; empty for other networks.
+    pub fn nnunet_parts(&self) -> Vec<(&NnunetNetwork, Vec<u16>)> {
+        match self {
+            Network::Nnunet(n) => vec![(n, (1..n.unet.classes as u16).collect())],
+            Network::NnunetCombined(c) => c.parts.iter().map(|p| (&p.nnunet, p.label_ids.clone())).collect(),
+            _ => vec![],
         }
     }
 }
@@ -65,7 +78,8 @@ impl Network {
 pub enum Net {
     AnatomyNet(Box<AnatomyNet>),
     MultipathUnet(Box<MultipathUnet>),
-    Nnunet(Box<NnunetEnsemble>),
+    /// One ensemble of folds per network, in the order the package runs them.
+    Nnunet(Vec<NnunetEnsemble>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +239,7 @@ impl ModelPackage {
         match &self.network {
             Network::Nnunet(n) if n.folds.is_empty() => Err("an nnU-Net package needs at least one fold".into()),
             Network::Nnunet(n) => n.unet.validate(),
+            Network::NnunetCombined(c) => c.validate(),
             _ => Ok(()),
         }
     }
@@ -242,8 +257,9 @@ impl ModelPackage {
                 Net::MultipathUnet(Box::new(crate::weights::load_multipath(c, &path, device)?))
             }
             Network::Nnunet(n) => {
-                Net::Nnunet(Box::new(crate::weights::load_nnunet(&n.unet, n.folds.len(), &path, device)?))
+                Net::Nnunet(vec![crate::weights::load_nnunet(&n.unet, n.folds.len(), &path, device)?])
             }
+            Network::NnunetCombined(c) => Net::Nnunet(crate::weights::load_nnunet_parts(c, &path, device)?),
         })
     }
 

@@ -129,7 +129,7 @@ impl Net {
         match self {
             Net::AnatomyNet(net) => Net::AnatomyNet(Box::new(plan.apply(*net))),
             Net::MultipathUnet(net) => Net::MultipathUnet(Box::new(plan.apply(*net))),
-            Net::Nnunet(net) => Net::Nnunet(Box::new(plan.apply(*net))),
+            Net::Nnunet(nets) => Net::Nnunet(nets.into_iter().map(|net| plan.apply(net)).collect()),
         }
     }
 }

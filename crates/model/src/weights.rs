@@ -11,7 +11,7 @@ use burn_store::{
 
 use crate::anatomynet::{AnatomyNet, AnatomyNetConfig};
 use crate::multipath::{MultipathUnet, MultipathUnetConfig};
-use crate::nnunet::{NnunetConfig, NnunetEnsemble};
+use crate::nnunet::{NnunetCombined, NnunetConfig, NnunetEnsemble};
 use crate::Error;
 
 /// Turns a partial application into a typed error naming every tensor at fault.
@@ -68,6 +68,24 @@ pub fn load_nnunet(config: &NnunetConfig, folds: usize, path: &Path, device: &De
     require_file(path)?;
     let mut store = BurnpackStore::from_file(path).allow_partial(true).validate(false);
     apply(NnunetEnsemble { folds: (0..folds).map(|_| config.init(device)).collect() }, &mut store, path, &[])
+}
+
+/// Every network of a combined nnU-Net package with the weights in the burnpack file
+/// `path` (one ensemble per network, in order, as `voxseg import` of several folders
+/// writes them).
+pub fn load_nnunet_parts(
+    combined: &NnunetCombined,
+    path: &Path,
+    device: &Device,
+) -> Result<Vec<NnunetEnsemble>, Error> {
+    require_file(path)?;
+    let mut store = BurnpackStore::from_file(path).allow_partial(true).validate(false);
+    let nets: Vec<NnunetEnsemble> = combined
+        .parts
+        .iter()
+        .map(|p| NnunetEnsemble { folds: (0..p.nnunet.folds.len()).map(|_| p.nnunet.unet.init(device)).collect() })
+        .collect();
+    apply(nets, &mut store, path, &[])
 }
 
 /// The KU Leuven liver network with weights from a safetensors file whose names are

@@ -152,6 +152,32 @@ impl NnunetFolder {
     }
 }
 
+impl NnunetFolder {
+    /// Several folders to combine, each read and checked with `folds`: every path must be
+    /// a training folder, and none may be given twice (its labels would only overwrite
+    /// themselves).
+    pub fn open_all(paths: &[PathBuf], folds: &[String]) -> Result<Vec<NnunetFolder>, Error> {
+        let mut seen: Vec<PathBuf> = Vec::new();
+        paths
+            .iter()
+            .map(|path| {
+                if !path.is_dir() {
+                    return Err(fail(path, "no such folder"));
+                }
+                if !is_folder(path) {
+                    return Err(fail(path, "not an nnU-Net training folder (it needs plans.json and dataset.json)"));
+                }
+                let canonical = path.canonicalize().map_err(|e| fail(path, e.to_string()))?;
+                if seen.contains(&canonical) {
+                    return Err(fail(path, "given twice: a network combined with itself only overwrites its labels"));
+                }
+                seen.push(canonical);
+                NnunetFolder::open(path, folds)
+            })
+            .collect()
+    }
+}
+
 /// dataset.json's `labels`: `{"background": 0, "spleen": 1, ...}`, ids 0..n-1.
 fn labels(dataset: &Value, path: &Path) -> Result<Vec<(u16, String)>, Error> {
     let map = dataset.get("labels").and_then(Value::as_object).ok_or_else(|| fail(path, "no labels"))?;

@@ -210,6 +210,17 @@ pub fn labels(logits: &[f32], classes: usize, prepared: &Prepared, plan: &Nnunet
     transpose(&full, t, inverse(plan.transpose_forward)).0
 }
 
+/// One network's labels written over the combined map, as TotalSegmentator combines
+/// its networks (`combined[seg == c] = id` for each class): each voxel of class `c > 0`
+/// becomes `ids[c - 1]`, background leaves the combined label as it was.
+pub fn overlay(combined: &mut [u16], labels: &[u16], ids: &[u16]) {
+    for (out, &c) in combined.iter_mut().zip(labels) {
+        if c > 0 {
+            *out = ids[c as usize - 1];
+        }
+    }
+}
+
 /// Start and size of the smallest box holding every non-zero voxel.
 fn nonzero_box(data: &[f32], shape: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
     let mut lo = shape;
@@ -256,6 +267,13 @@ mod tests {
         assert_eq!(t[(3 * 2 + 1) * 3 + 2], 123.0);
         let (back, s) = transpose(&t, s, inverse([2, 0, 1]));
         assert_eq!((back, s), (a, [2, 3, 4]));
+    }
+
+    #[test]
+    fn later_labels_win_and_background_erases_nothing() {
+        let mut combined = vec![0, 1, 2, 0, 1];
+        overlay(&mut combined, &[0, 0, 1, 2, 2], &[3, 1]);
+        assert_eq!(combined, [0, 1, 3, 1, 1]);
     }
 
     #[test]
