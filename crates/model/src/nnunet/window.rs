@@ -126,17 +126,23 @@ pub fn predict_logits(
             }
         }
     }
-    // Divide by the weights and cut the padding off again.
-    let mut out = Vec::with_capacity(classes * shape.iter().product::<usize>());
+    // Divide by the weights and cut the padding off again, in place: no second array of
+    // classes x voxels. Every row moves to an index no later than its own, so rows
+    // written never overwrite rows still to be read.
+    let mut to = 0;
     for c in 0..classes {
         for z in 0..shape[0] {
             for y in 0..shape[1] {
                 let at = ((z + before[0]) * padded[1] + y + before[1]) * padded[2] + before[2];
-                out.extend((0..shape[2]).map(|x| sum[c * voxels + at + x] / weights[at + x]));
+                for x in 0..shape[2] {
+                    sum[to + x] = sum[c * voxels + at + x] / weights[at + x];
+                }
+                to += shape[2];
             }
         }
     }
-    out
+    sum.truncate(to);
+    sum
 }
 
 /// Calls `f(tile_offset, image_offset)` for every row (along the last axis) of a tile
