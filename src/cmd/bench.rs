@@ -1,8 +1,8 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use voxseg::model::{
-    device_memory_peak, predict, predict_multipath, reset_device_memory_peak, select, AnatomyNetConfig, Net, Network,
-    Options, Plan, Prediction, Timings,
+    device_memory_peak, predict, predict_multipath, reset_device_memory_peak, select, AnatomyNetConfig, Device,
+    LossConfig, Net, Network, Options, Plan, Prediction, Sample, Timings, Trainer,
 };
 use voxseg::model::{Tensor, TensorData};
 use voxseg::segment::Model;
@@ -20,6 +20,11 @@ use voxseg::segment::Model;
 /// liver model (multipath-unet) on the one segment its model.toml gives (--shape
 /// is then ignored; the shape reported is that segment, DxHxW).
 ///
+/// --train (AnatomyNet) also times training steps on one patch of --shape, as `voxseg
+/// train` runs them: upload, forward with batch statistics, loss, backward, Adam
+/// update, one warm-up step then --repeat timed; `train_step_ms` (minimum) sits next
+/// to `forward_ms` and `train_to_forward` is their ratio.
+///
 /// AnatomyNet runs the whole volume in one pass; --max-voxels N runs the exact slab
 /// path instead (trunk on the whole volume, full-resolution tail in z-slabs of at
 /// most N voxels, the same answer), as a pass that fails to allocate would. The JSON
@@ -33,6 +38,7 @@ use voxseg::segment::Model;
 ///   voxseg bench --shape 178x512x512 --device cuda --precision f16 --json
 ///   voxseg bench --shape 178x512x512 --device gpu --max-voxels 8000000 --json
 ///   voxseg bench --model liver-ct-kul --device cpu --threads 2 --repeat 3
+///   voxseg bench --shape 96x96x96 --device cpu --threads 2 --repeat 3 --train --json
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct BenchArgs {
@@ -57,6 +63,10 @@ pub struct BenchArgs {
     /// randomly initialised AnatomyNet.
     #[arg(long, value_name = "PKG")]
     pub model: Option<String>,
+    /// AnatomyNet: also time training steps (forward, loss, backward, Adam) on a
+    /// patch of --shape.
+    #[arg(long)]
+    pub train: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -87,6 +97,33 @@ struct Report {
     device_memory_note: Option<String>,
     /// The process's peak resident memory (Linux's VmHWM), null where unknown.
     peak_rss_mb: Option<f64>,
+    /// With --train: the fastest training step, its mean, and the fastest step over
+    /// `forward_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train_step_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train_step_mean_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train_to_forward: Option<f64>,
+}
+
+/// Wall times of one warm-up and then `repeat` training steps of a fresh AnatomyNet on
+/// one deterministic patch `[d, h, w]` (labels cycle through the classes in blocks).
+fn train_steps(config: &AnatomyNetConfig, device: &Device, [d, h, w]: [usize; 3], repeat: usize) -> Vec<f64> {
+    let image: Vec<f32> = (0..d * h * w).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let labels: Vec<u16> = (0..d * h * w).map(|i| ((i / 4096) % config.classes) as u16).collect();
+    let annotated = vec![true; config.classes];
+    let sample = Sample { image: &image, labels: &labels, shape: [w, h, d], annotated: &annotated };
+    let mut trainer = Trainer::new(config, device, 0);
+    let loss = LossConfig::default();
+    trainer.step(&sample, 1e-3, &loss);
+    (0..repeat)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            trainer.step(&sample, 1e-3, &loss);
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect()
 }
 
 /// Peak resident set size of this process in MiB, from /proc (Linux only).
@@ -95,6 +132,11 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib / 1024.0)
+}
+
+fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let n = values.len() as f64;
+    values.sum::<f64>() / n
 }
 
 fn parse_shape(s: &str) -> Result<[usize; 3]> {
@@ -128,6 +170,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         eprintln!("note: {note}");
     }
     let on = &selected.device;
+    if args.train && !matches!(net, Net::AnatomyNet(_)) {
+        bail!("--train times AnatomyNet training steps; this model is not an AnatomyNet");
+    }
     // A deterministic input in the network's usual range.
     let input = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect() };
     type Pass<'a> = Box<dyn Fn() -> Result<Prediction> + 'a>;
@@ -191,6 +236,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         argmax_ms: min(|t| t.argmax_ms),
         download_ms: min(|t| t.download_ms),
     };
+    let steps = match (&package, args.train) {
+        (_, false) => None,
+        (Some(package), true) => match &package.network {
+            Network::Anatomynet(config) => Some(train_steps(config, on, shape, args.repeat)),
+            _ => unreachable!("checked above: an AnatomyNet"),
+        },
+        (None, true) => Some(train_steps(&AnatomyNetConfig::new(args.classes), on, shape, args.repeat)),
+    };
+    let train_step_ms = steps.as_ref().map(|s| s.iter().copied().fold(f64::INFINITY, f64::min));
     let report = Report {
         device: selected.name.clone(),
         backend: selected.backend,
@@ -203,7 +257,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         repeat: args.repeat,
         macs,
         forward_ms: min_ms.forward_ms,
-        forward_mean_ms: runs.iter().map(|t| t.forward_ms).sum::<f64>() / runs.len() as f64,
+        forward_mean_ms: mean(runs.iter().map(|t| t.forward_ms)),
         gflops: 2.0 * macs as f64 / (min_ms.forward_ms / 1000.0) / 1e9,
         min_ms,
         peak_device_mb: peak_device.map(|b| b as f64 / (1024.0 * 1024.0)),
@@ -211,6 +265,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .is_none()
             .then(|| format!("{} reports no device memory; see peak_rss_mb", selected.backend)),
         peak_rss_mb: peak_rss_mb(),
+        train_step_ms,
+        train_step_mean_ms: steps.map(|s| mean(s.into_iter())),
+        train_to_forward: train_step_ms.map(|t| t / min_ms.forward_ms),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -241,6 +298,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "  upload {:.1} ms, argmax {:.1} ms, download {:.1} ms",
             min_ms.upload_ms, min_ms.argmax_ms, min_ms.download_ms
         );
+        if let (Some(step), Some(mean), Some(ratio)) =
+            (report.train_step_ms, report.train_step_mean_ms, report.train_to_forward)
+        {
+            println!("  training step {step:.1} ms (min of {}, mean {mean:.1}) = {ratio:.2}x forward", report.repeat);
+        }
         if let Some(mb) = report.peak_device_mb {
             println!("  peak device memory {mb:.0} MiB");
         }
