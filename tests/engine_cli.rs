@@ -135,6 +135,26 @@ fn bench_reports_precision_slabs_and_device_memory() {
     assert!(stderr(&bad).contains("f32, f16 or bf16"), "{}", stderr(&bad));
 }
 
+/// `bench --train` times AnatomyNet training steps beside the forward pass: the fastest
+/// step, the mean (no faster than the fastest) and their ratio to the forward pass.
+#[test]
+fn bench_times_training_steps() {
+    let args =
+        ["bench", "--shape", "8x16x16", "--device", "cpu", "--threads", "1", "--repeat", "2", "--train", "--json"];
+    let v = json(&voxseg(&args));
+    let (step, mean, forward) = (
+        v["train_step_ms"].as_f64().unwrap(),
+        v["train_step_mean_ms"].as_f64().unwrap(),
+        v["forward_ms"].as_f64().unwrap(),
+    );
+    assert!(step > 0.0 && mean >= step && forward > 0.0, "{v}");
+    let ratio = v["train_to_forward"].as_f64().unwrap();
+    assert!((ratio - step / forward).abs() <= 1e-9 * ratio, "{v}");
+    // Without --train, no training fields.
+    let plain = json(&voxseg(&args[..args.len() - 2].iter().chain(&["--json"]).copied().collect::<Vec<_>>()));
+    assert!(plain.get("train_step_ms").is_none(), "{plain}");
+}
+
 /// scripts/gpu_bench.sh in its CPU mode (what runs where there is no NVIDIA GPU) on a
 /// tiny shape: bench rows for the CPU and wgpu (lavapipe) in f32 and f16, PyTorch
 /// skipped with a notice where it is not installed, the demo model end to end, one

@@ -2,16 +2,26 @@
 //! for these networks' skinny 3-D convolutions.
 //!
 //! The networks call [`conv_bn_act`] for every "convolution, then batch norm, then
-//! activation" and keep one code path: on flex without autodiff (inference on the CPU)
-//! it runs [`conv3d`]'s direct convolution with the batch norm folded into the weights
-//! and the activation in the same pass; everywhere else (wgpu, the autodiff device of
-//! training, CPUs without a compiled tile) it is burn's ops, so
-//! gradients and GPU kernels are burn's own. This is a device dispatch in one function
-//! rather than burn's `backend_extension` trait: the extension would need an
-//! implementation (or a fallback) per backend for the same two cases.
+//! activation" and keep one code path:
+//!
+//! - on flex without autodiff (inference on the CPU) it runs [`conv3d`]'s direct
+//!   convolution with the batch norm folded into the weights and the activation in
+//!   the same pass;
+//! - on flex with autodiff (training on the CPU) the same convolution as one operation
+//!   of burn's autodiff graph with voxseg's own backward pass ([`backward`]), then
+//!   batch norm with batch statistics and the activation as one more ([`batch_norm`]);
+//! - everywhere else (wgpu, CPUs without a compiled tile) burn's ops, so gradients and
+//!   GPU kernels are burn's own.
+//!
+//! This is a device dispatch in one function rather than burn's `backend_extension`
+//! trait: the extension would need an implementation (or a fallback) per backend for
+//! the same cases.
 
+mod backward;
+mod batch_norm;
 mod conv3d;
 mod pool;
+mod residual;
 
 use burn::backend::{DispatchDevice, Flex};
 use burn::nn::conv::{Conv3d, ConvTranspose3d};
@@ -27,12 +37,12 @@ pub use pool::{cat_centre_cropped, max_pool, repeat_box_mean};
 /// `act(bn(conv(x)))` with `bn` in inference mode (running statistics).
 pub fn conv_bn_act(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Activation) -> Tensor<5> {
     if !runs_here(&x, conv) {
-        let y = conv.forward(x);
-        let y = match bn {
-            Some(bn) => bn.forward(y),
-            None => y,
+        let y = if trains_here(&x, conv) { tracked_conv(x, conv) } else { conv.forward(x) };
+        return match bn {
+            Some(bn) if batch_norm::trains_here(&y, bn) => batch_norm::batch_norm_act(y, bn, act),
+            Some(bn) => act.on_tensor(bn.forward(y)),
+            None => act.on_tensor(y),
         };
-        return act.on_tensor(y);
     }
     let device = x.device();
     let [n, cin, d, h, w] = x.dims();
@@ -109,8 +119,12 @@ pub fn conv_transpose(x: Tensor<5>, up: &ConvTranspose3d) -> Tensor<5> {
 
 /// `act(h * gate + residual)`, `gate` one factor per `[n, c]` (a squeeze-and-
 /// excitation gate) or none: the end of a residual block, in one pass over `h` on the
-/// CPU instead of three.
+/// CPU instead of three (and, training, one operation of the autodiff graph:
+/// [`residual`]).
 pub fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, act: Activation) -> Tensor<5> {
+    if backward::on_cpu_autodiff(&h.device()) {
+        return residual::gate_add_act(h, gate, residual, act);
+    }
     if !on_cpu_backend(&h) {
         let [n, c, _, _, _] = h.dims();
         let h = match gate {
@@ -206,16 +220,39 @@ fn mean_variance(values: &[f32]) -> (f64, f64) {
     (mean, var)
 }
 
-/// Inference on the CPU backend, a "same" convolution (padding `k / 2`, any stride)
-/// of a kernel shape [`conv3d::handles`].
+/// Inference on the CPU backend, a convolution [`own_kernel`] runs.
 fn runs_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
+    on_cpu_backend(x) && own_kernel(conv)
+}
+
+/// Training on the CPU backend, a stride-1 convolution [`own_kernel`] runs (forward and
+/// backward; the strided stem keeps burn's op).
+fn trains_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
+    backward::on_cpu_autodiff(&x.device()) && conv.stride == [1; 3] && own_kernel(conv)
+}
+
+/// A "same" convolution (padding `k / 2`, any stride) of a kernel shape
+/// [`conv3d::handles`], on a CPU with a compiled tile.
+fn own_kernel(conv: &Conv3d) -> bool {
     let [kd, kh, kw] = conv.kernel_size;
-    on_cpu_backend(x)
-        && conv.dilation == [1; 3]
+    conv.dilation == [1; 3]
         && conv.groups == 1
         && conv3d::handles(conv.kernel_size)
         && conv.padding == PaddingConfig3d::Explicit(kd / 2, kh / 2, kw / 2)
         && conv3d::supported()
+}
+
+/// `conv(x)` on the CPU's autodiff device: voxseg's kernels forward and backward, the
+/// bias (if any) added by burn.
+fn tracked_conv(x: Tensor<5>, conv: &Conv3d) -> Tensor<5> {
+    let y = backward::conv3d_tracked(x, conv.weight.val());
+    match &conv.bias {
+        Some(bias) => {
+            let channels = bias.dims()[0];
+            y + bias.val().reshape([1, channels, 1, 1, 1])
+        }
+        None => y,
+    }
 }
 
 /// On flex, which is the CPU without autodiff (training's device is `Autodiff`).

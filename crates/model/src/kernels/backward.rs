@@ -1,0 +1,680 @@
+//! Training's convolution on the CPU: voxseg's direct kernel ([`conv3d`]) as one
+//! operation of burn's autodiff graph, with its own backward pass.
+//!
+//! burn's `extension` feature hands out a tensor's backend primitive; on the CPU's
+//! autodiff device that is an `AutodiffTensor<Flex>`, and burn-autodiff's `Backward`
+//! trait registers an operation with a gradient of our choosing (as burn's own ops do).
+//! For `y = x * w` (stride 1, zero "same" padding, odd kernel, no bias):
+//!
+//! - `dL/dx` is a convolution of the same kind, of `dL/dy` with the weights transposed
+//!   (`cin <-> cout`) and flipped along all three axes, so it runs on [`conv3d`] too;
+//! - `dL/dw[co][ci][a][b][c] = sum over voxels p of dL/dy[co][p] * x[ci][p + (a, b, c) -
+//!   k / 2]`, a correlation of the input with the output gradient: [`weight_grad`].
+//!
+//! The bias, batch norm and activation stay burn's ops (and burn's gradients).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, DispatchDevice, Flex, GradientCheckpointingStrategy};
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use super::conv3d::{self, Activation, Conv};
+
+/// Whether `device` is the CPU's autodiff device (flex, no gradient checkpointing),
+/// where [`conv3d_tracked`] runs.
+pub(crate) fn on_cpu_autodiff(device: &Device) -> bool {
+    match device.as_dispatch() {
+        DispatchDevice::Autodiff(inner) => {
+            matches!(**inner, DispatchDevice::Flex(_))
+                && inner.gradient_checkpointing_strategy() == GradientCheckpointingStrategy::Disabled
+        }
+        _ => false,
+    }
+}
+
+/// `x * weight` (`[n, cin, d, h, w]` and `[cout, cin, kd, kh, kw]`, stride 1, "same"
+/// padding) on the CPU's autodiff device, differentiable in both.
+pub(crate) fn conv3d_tracked(x: Tensor<5>, weight: Tensor<5>) -> Tensor<5> {
+    let x = x.try_into_primitive::<Autodiff<Flex>>().expect("x on the CPU's autodiff device");
+    let weight = weight.try_into_primitive::<Autodiff<Flex>>().expect("weights on the CPU's autodiff device");
+    let output = match SameConv.prepare::<NoCheckpointing>([x.node(), weight.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
+            prep.finish(state, forward(x.primitive(), weight.primitive()))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), weight.primitive())),
+    };
+    Tensor::from_primitive::<Autodiff<Flex>>(output)
+}
+
+/// The operation's node: its state is the graph ids of `x` and the weights.
+#[derive(Debug)]
+struct SameConv;
+
+impl Backward<Flex, 2> for SameConv {
+    type State = (NodeId, NodeId);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, weight) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(x);
+        let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight);
+        let (dy, [n, cout, d, h, w]) = values(&grad);
+        let (weights, [_, cin, kd, kh, kw]) = values(&weight);
+        if let Some(node) = node_x {
+            let flipped = Conv {
+                cin: cout,
+                cout: cin,
+                kernel: [kd, kh, kw],
+                stride: [1; 3],
+                weights: transposed_flipped(&weights, [cout, cin, kd * kh * kw]),
+                bias: vec![0.0; cin],
+            };
+            let dx = per_item(&dy, [n, cout, d, h, w], &flipped);
+            grads.register::<Flex>(node.id, tensor(dx, [n, cin, d, h, w]));
+        }
+        if let Some(node) = node_weight {
+            let (x, _) = values::<5>(&x);
+            let dw = weight_grad(&x, &dy, [n, cin, d, h, w], cout, [kd, kh, kw]);
+            grads.register::<Flex>(node.id, tensor(dw, [cout, cin, kd, kh, kw]));
+        }
+    }
+}
+
+fn forward(x: &FlexTensor, weight: &FlexTensor) -> FlexTensor {
+    let (x, [n, cin, d, h, w]) = values(x);
+    let (weights, [cout, _, kd, kh, kw]) = values(weight);
+    let conv =
+        Conv { cin, cout, kernel: [kd, kh, kw], stride: [1; 3], weights: weights.into_owned(), bias: vec![0.0; cout] };
+    tensor(per_item(&x, [n, cin, d, h, w], &conv), [n, cout, d, h, w])
+}
+
+/// [`conv3d`] on each item of a batch `[n, c, d, h, w]`.
+/// The first item's output is the result's buffer (a batch of one is not copied).
+fn per_item(input: &[f32], [_, c, d, h, w]: [usize; 5], conv: &Conv) -> Vec<f32> {
+    let mut items =
+        input.chunks(c * d * h * w).map(|one| conv3d::conv3d(one, [c, d, h, w], conv, Activation::Identity));
+    let first = items.next().expect("a batch of at least one");
+    items.fold(first, |mut all, next| {
+        all.extend_from_slice(&next);
+        all
+    })
+}
+
+/// An f32 tensor's values (borrowed where contiguous) and shape.
+pub(super) fn values<const D: usize>(t: &FlexTensor) -> (std::borrow::Cow<'_, [f32]>, [usize; D]) {
+    let dims: [usize; D] = t.layout().shape().dims();
+    let values = match t.as_slice::<f32>() {
+        Some(v) => v.into(),
+        None => t.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec().into(),
+    };
+    (values, dims)
+}
+
+pub(super) fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// `[cout][cin][taps]` -> `[cin][cout][taps]` with the taps reversed: the weights that
+/// carry `dL/dy` back to `dL/dx` (reversing the flattened taps flips all three axes).
+fn transposed_flipped(weights: &[f32], [cout, cin, taps]: [usize; 3]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(weights.len());
+    for ci in 0..cin {
+        for co in 0..cout {
+            out.extend(weights[(co * cin + ci) * taps..][..taps].iter().rev());
+        }
+    }
+    out
+}
+
+/// Lanes of the widest vector here; rows are padded to whole multiples of it.
+const LANES: usize = 16;
+
+/// `dL/dw`, `[cout][cin][kd][kh][kw]`, summed over the batch `x` `[n, cin, d, h, w]`
+/// with its output gradient `dy` `[n, cout, d, h, w]`.
+///
+/// Vector lanes run along W as in the forward kernel: a register tile holds the
+/// partial sums of `RC` output channels x the `kw` taps of one kernel row `(a, b)` of
+/// one input channel while a block of planes streams past (one `dy` vector per
+/// channel, one shifted `x` vector per tap); then the lanes are summed into f64. `dy`
+/// is copied with its rows zero-padded to whole vectors (so padding lanes add
+/// nothing), `x` with the convolution's halo.
+fn weight_grad(x: &[f32], dy: &[f32], shape: [usize; 5], cout: usize, kernel: [usize; 3]) -> Vec<f32> {
+    let tile = pick_tile().expect("weight_grad called on a CPU without a compiled tile (check conv3d::supported())");
+    weight_grad_with(&tile, x, dy, shape, cout, kernel)
+}
+
+fn weight_grad_with(
+    tile: &WeightTile,
+    x: &[f32],
+    dy: &[f32],
+    [n, cin, d, h, w]: [usize; 5],
+    cout: usize,
+    kernel: [usize; 3],
+) -> Vec<f32> {
+    assert!(conv3d::handles(kernel), "kernel {kernel:?}");
+    assert_eq!(x.len(), n * cin * d * h * w, "input size");
+    assert_eq!(dy.len(), n * cout * d * h * w, "output gradient size");
+    let [kd, kh, kw] = kernel;
+    let halo = [kd / 2, kh / 2, kw / 2];
+    let rows = w.div_ceil(LANES) * LANES;
+    let (dp, hp, wp) = (d + 2 * halo[0], h + 2 * halo[1], rows + 2 * halo[2]);
+    let blocks = cout.div_ceil(tile.channels);
+    // Planes per task: about 8 tasks per block of output channels, enough for the
+    // threads to share, few enough that each task's closing sum of its partial sums
+    // (`channels x cin x taps` vectors) is small beside its work.
+    let planes = d.div_ceil(8);
+    let chunks = d.div_ceil(planes);
+    let taps = kd * kh * kw;
+    let mut sums = vec![0f64; cout * cin * taps];
+    let mut padded_x = X_SCRATCH.with_borrow_mut(std::mem::take);
+    for item in 0..n {
+        pad_into(&mut padded_x, &x[item * cin * d * h * w..][..cin * d * h * w], [cin, d, h, w], [dp, hp, wp], halo);
+        let dy = &dy[item * cout * d * h * w..][..cout * d * h * w];
+        // Rows of whole vectors are read in place; others are copied, zero-padded.
+        let padded_dy;
+        let dy = if w == rows {
+            dy
+        } else {
+            padded_dy = pad(dy, [cout, d, h, w], [d, h, rows], [0; 3]);
+            &padded_dy
+        };
+        let job = WeightJob { x: &padded_x, dy, cin, cout, kernel, dims: [d, h, rows], padded: [dp, hp, wp] };
+        let item_sums = (0..chunks * blocks)
+            .into_par_iter()
+            .fold(
+                || vec![0f64; cout * cin * taps],
+                |mut sums, task| {
+                    let (chunk, block) = (task / blocks, task % blocks);
+                    let z = chunk * planes..((chunk + 1) * planes).min(d);
+                    // Safety: `tile` was chosen for this CPU's features; the buffers
+                    // are padded as `WeightJob` says.
+                    unsafe { (tile.run)(&job, block, z, &mut sums) };
+                    sums
+                },
+            )
+            .reduce(|| vec![0f64; cout * cin * taps], add);
+        sums = add(sums, item_sums);
+    }
+    X_SCRATCH.set(padded_x);
+    sums.into_iter().map(|s| s as f32).collect()
+}
+
+thread_local! {
+    /// The padded input of the last weight gradient run from this thread, kept for the
+    /// next: fresh pages cost a fault and a clearing each (as the forward kernel's
+    /// scratch buffer).
+    static X_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `[c, d, h, w]` into the middle of `out`, resized to `[c, dp, hp, wp]`, `halo` voxels in
+/// from the start of each axis; every other element is set to zero (a reused buffer
+/// needs no clearing first).
+fn pad_into(
+    out: &mut Vec<f32>,
+    src: &[f32],
+    [c, d, h, w]: [usize; 4],
+    [dp, hp, wp]: [usize; 3],
+    [pd, ph, pw]: [usize; 3],
+) {
+    out.resize(c * dp * hp * wp, 0.0);
+    out.truncate(c * dp * hp * wp);
+    out.par_chunks_mut(dp * hp * wp).zip(src.par_chunks(d * h * w)).for_each(|(dst, src)| {
+        for (zp, plane) in dst.chunks_mut(hp * wp).enumerate() {
+            for (yp, row) in plane.chunks_mut(wp).enumerate() {
+                if zp < pd || zp >= d + pd || yp < ph || yp >= h + ph {
+                    row.fill(0.0);
+                    continue;
+                }
+                row[..pw].fill(0.0);
+                row[pw..pw + w].copy_from_slice(&src[((zp - pd) * h + yp - ph) * w..][..w]);
+                row[pw + w..].fill(0.0);
+            }
+        }
+    });
+}
+
+fn add(mut a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
+    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+    a
+}
+
+/// `[c, d, h, w]` copied into the middle of a zeroed `[c, dp, hp, wp]`, `halo` voxels in
+/// from the start of each axis.
+fn pad(src: &[f32], [c, d, h, w]: [usize; 4], [dp, hp, wp]: [usize; 3], [pd, ph, pw]: [usize; 3]) -> Vec<f32> {
+    let mut out = vec![0f32; c * dp * hp * wp];
+    out.par_chunks_mut(dp * hp * wp).zip(src.par_chunks(d * h * w)).for_each(|(dst, src)| {
+        for (z, plane) in src.chunks(h * w).enumerate() {
+            for (y, row) in plane.chunks(w).enumerate() {
+                dst[((z + pd) * hp + y + ph) * wp + pw..][..w].copy_from_slice(row);
+            }
+        }
+    });
+    out
+}
+
+/// What one weight-gradient task reads.
+struct WeightJob<'a> {
+    /// `[cin][dp][hp][wp]`, the input with the convolution's halo.
+    x: &'a [f32],
+    /// `[cout][d][h][rows]`, the output gradient, zero past `w` in each row.
+    dy: &'a [f32],
+    cin: usize,
+    cout: usize,
+    kernel: [usize; 3],
+    /// `[d, h, rows]`: the output's extents, rows padded to whole vectors.
+    dims: [usize; 3],
+    /// `[dp, hp, wp]`: the padded input's extents.
+    padded: [usize; 3],
+}
+
+/// Adds the task's output channels' `dL/dw` over planes `z` into `sums`.
+type WeightTileFn = unsafe fn(&WeightJob, usize, std::ops::Range<usize>, &mut [f64]);
+
+struct WeightTile {
+    run: WeightTileFn,
+    /// Output channels a tile holds.
+    channels: usize,
+}
+
+fn pick_tile() -> Option<WeightTile> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            return Some(WeightTile { run: wgrad_avx512::planes, channels: wgrad_avx512::RC });
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Some(WeightTile { run: wgrad_avx2::planes, channels: wgrad_avx2::RC });
+        }
+    }
+    None
+}
+
+/// One instruction set's weight-gradient tile: `$width` lanes, `$rc` output channels x
+/// 2 input channels x up to 3 taps of accumulators (24 of AVX-512's 32 registers, 12 of
+/// AVX2's 16, leaving room for the `dy` vectors and the input vector).
+#[cfg(target_arch = "x86_64")]
+macro_rules! weight_tile_for {
+    ($isa:ident, $features:literal, $width:literal, $rc:literal, $vector:ident,
+     $zero:ident, $load:ident, $add:ident, $fma:ident, $store:ident) => {
+        mod $isa {
+            use super::WeightJob;
+            use std::arch::x86_64::*;
+
+            pub const RC: usize = $rc;
+
+            #[target_feature(enable = $features)]
+            pub unsafe fn planes(job: &WeightJob, block: usize, z: std::ops::Range<usize>, sums: &mut [f64]) {
+                match job.kernel[2] {
+                    3 => tile::<3>(job, block, z, sums),
+                    _ => tile::<1>(job, block, z, sums),
+                }
+            }
+
+            /// For every pair of input channels and kernel row `(a, b)`: `RC x 2 x KW`
+            /// vector sums over the output rows of planes `z` of the block's `dy` times the
+            /// inputs shifted by each tap (two input channels per pass: `RC + 2 KW` loads
+            /// feed `2 RC KW` multiply-adds). The rows are taken a chunk at a time, a
+            /// chunk's `dy` within 16 KiB so the passes over it read the L1 cache; the
+            /// register sums of each pass are added to vector partial sums, whose lanes are
+            /// summed (in f64) once, at the end.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn tile<const KW: usize>(
+                job: &WeightJob,
+                block: usize,
+                z: std::ops::Range<usize>,
+                sums: &mut [f64],
+            ) {
+                let WeightJob { cin, cout, kernel: [kd, kh, _], dims: [_, h, rows], .. } = *job;
+                let taps = kd * kh * KW;
+                let chunk = (4096 / (RC * rows)).max(1);
+                // `[RC][cin][taps]` vectors.
+                let mut partial: Vec<$vector> = vec![$zero(); RC * cin * taps];
+                let last = z.end * h;
+                let mut first = z.start * h;
+                while first < last {
+                    let end = (first + chunk).min(last);
+                    let mut ci = 0;
+                    while ci < cin {
+                        if ci + 1 < cin {
+                            pass::<KW, 2>(job, block, ci, first..end, &mut partial);
+                            ci += 2;
+                        } else {
+                            pass::<KW, 1>(job, block, ci, first..end, &mut partial);
+                            ci += 1;
+                        }
+                    }
+                    first = end;
+                }
+                let channels = (cout - block * RC).min(RC);
+                let mut lanes = [0f32; $width];
+                for r in 0..channels {
+                    let co = block * RC + r;
+                    for k in 0..cin * taps {
+                        $store(lanes.as_mut_ptr(), partial[r * cin * taps + k]);
+                        sums[co * cin * taps + k] += lanes.iter().map(|&l| l as f64).sum::<f64>();
+                    }
+                }
+            }
+
+            /// Input channels `ci..ci + CI`, every kernel row, output rows `rows_range`.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn pass<const KW: usize, const CI: usize>(
+                job: &WeightJob,
+                block: usize,
+                ci: usize,
+                rows_range: std::ops::Range<usize>,
+                partial: &mut [$vector],
+            ) {
+                let WeightJob { x, dy, cin, kernel: [kd, kh, _], dims: [d, h, rows], padded: [dp, hp, wp], .. } = *job;
+                let taps = kd * kh * KW;
+                // A block past `cout` reads its last channel again (sums never kept).
+                let channels = (job.cout - block * RC).min(RC);
+                let dy_rows: [*const f32; RC] =
+                    std::array::from_fn(|r| dy.as_ptr().add((block * RC + r.min(channels - 1)) * d * h * rows));
+                for a in 0..kd {
+                    for b in 0..kh {
+                        let mut acc = [[[$zero(); KW]; CI]; RC];
+                        for row in rows_range.clone() {
+                            let (zz, y) = (row / h, row % h);
+                            let out_row = row * rows;
+                            let in_rows: [*const f32; CI] =
+                                std::array::from_fn(|q| x.as_ptr().add((((ci + q) * dp + zz + a) * hp + y + b) * wp));
+                            for x0 in (0..rows).step_by($width) {
+                                let mut g = [$zero(); RC];
+                                for r in 0..RC {
+                                    g[r] = $load(dy_rows[r].add(out_row + x0));
+                                }
+                                for q in 0..CI {
+                                    for c in 0..KW {
+                                        let v = $load(in_rows[q].add(x0 + c));
+                                        for r in 0..RC {
+                                            acc[r][q][c] = $fma(g[r], v, acc[r][q][c]);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        let tap0 = (a * kh + b) * KW;
+                        for r in 0..RC {
+                            for q in 0..CI {
+                                for c in 0..KW {
+                                    let p = &mut partial[(r * cin + ci + q) * taps + tap0 + c];
+                                    *p = $add(*p, acc[r][q][c]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+weight_tile_for!(
+    wgrad_avx512,
+    "avx512f",
+    16,
+    4,
+    __m512,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_add_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
+#[cfg(target_arch = "x86_64")]
+weight_tile_for!(
+    wgrad_avx2,
+    "avx2,fma",
+    8,
+    2,
+    __m256,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_add_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use burn::nn::conv::{Conv3d, Conv3dConfig};
+    use burn::nn::PaddingConfig3d;
+    use burn::tensor::Distribution;
+
+    /// Small shapes around the tiles' sizes: odd widths (not multiples of 8 or 16),
+    /// channel counts that are not multiples of the tiles' 2 or 4, depth below the
+    /// kernel, 1x1x1 and flat (3, 3, 1) kernels, a batch of two; rows of whole vectors
+    /// (read in place) with a last block of one channel; one wide and deep enough for
+    /// several row chunks per task.
+    /// (input `[n, cin, d, h, w]`, output channels, kernel)
+    const CASES: [([usize; 5], usize, [usize; 3]); 8] = [
+        ([1, 3, 4, 5, 7], 5, [3, 3, 3]),
+        ([2, 2, 3, 3, 17], 3, [3, 3, 3]),
+        ([1, 5, 3, 4, 23], 7, [3, 3, 1]),
+        ([1, 6, 2, 3, 33], 9, [1, 1, 1]),
+        ([1, 1, 2, 6, 19], 6, [3, 3, 3]),
+        ([1, 7, 3, 2, 40], 2, [3, 3, 3]),
+        ([2, 3, 3, 4, 32], 5, [3, 3, 3]),
+        ([1, 2, 16, 9, 70], 3, [3, 3, 3]),
+    ];
+
+    /// The definition in f64: dL/dw[co][ci][tap] = sum_p dy[co][p] x[ci][p + tap - k/2].
+    fn naive_weight_grad(x: &[f32], dy: &[f32], [n, cin, d, h, w]: [usize; 5], cout: usize, k: [usize; 3]) -> Vec<f32> {
+        let [kd, kh, kw] = k;
+        let at = |v: usize, c: usize, z: isize, y: isize, x0: isize| -> f64 {
+            let inside = (0..d as isize).contains(&z) && (0..h as isize).contains(&y) && (0..w as isize).contains(&x0);
+            if inside {
+                x[(((v * cin + c) * d + z as usize) * h + y as usize) * w + x0 as usize] as f64
+            } else {
+                0.0
+            }
+        };
+        let mut out = Vec::new();
+        for co in 0..cout {
+            for ci in 0..cin {
+                for a in 0..kd {
+                    for b in 0..kh {
+                        for c in 0..kw {
+                            let mut sum = 0f64;
+                            for v in 0..n {
+                                for z in 0..d {
+                                    for y in 0..h {
+                                        for x0 in 0..w {
+                                            let g = dy[(((v * cout + co) * d + z) * h + y) * w + x0] as f64;
+                                            let (iz, iy, ix) = (z + a, y + b, x0 + c);
+                                            let (iz, iy, ix) = (
+                                                iz as isize - (kd / 2) as isize,
+                                                iy as isize - (kh / 2) as isize,
+                                                ix as isize - (kw / 2) as isize,
+                                            );
+                                            sum += g * at(v, ci, iz, iy, ix);
+                                        }
+                                    }
+                                }
+                            }
+                            out.push(sum as f32);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
+        assert_eq!(a.len(), b.len());
+        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        (diff, b.iter().map(|y| y.abs()).fold(0.0, f32::max))
+    }
+
+    #[test]
+    fn both_instruction_sets_compute_the_weight_gradient_definition() {
+        let mut tiles = Vec::new();
+        if std::is_x86_feature_detected!("avx512f") {
+            tiles.push(("avx512", WeightTile { run: wgrad_avx512::planes, channels: wgrad_avx512::RC }));
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            tiles.push(("avx2", WeightTile { run: wgrad_avx2::planes, channels: wgrad_avx2::RC }));
+        }
+        for (i, (shape, cout, kernel)) in CASES.into_iter().enumerate() {
+            let [n, _, d, h, w] = shape;
+            let x = random(shape.iter().product(), 2 * i as u64 + 1);
+            let dy = random(n * cout * d * h * w, 2 * i as u64 + 2);
+            let want = naive_weight_grad(&x, &dy, shape, cout, kernel);
+            for (name, tile) in &tiles {
+                let got = weight_grad_with(tile, &x, &dy, shape, cout, kernel);
+                let (diff, scale) = max_abs_diff(&got, &want);
+                assert!(diff <= 1e-5 * scale.max(1.0), "{name} {shape:?} -> {cout} {kernel:?}: max |diff| {diff}");
+            }
+        }
+    }
+
+    /// A convolution layer, its input and a random `dL/dy`, on the CPU's autodiff device.
+    fn layer(
+        shape: [usize; 5],
+        cout: usize,
+        kernel: [usize; 3],
+        bias: bool,
+        device: &Device,
+    ) -> (Conv3d, Tensor<5>, Tensor<5>) {
+        let conv = Conv3dConfig::new([shape[1], cout], kernel)
+            .with_padding(PaddingConfig3d::Explicit(kernel[0] / 2, kernel[1] / 2, kernel[2] / 2))
+            .with_bias(bias)
+            .init(device);
+        let x = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), device).require_grad();
+        let [n, _, d, h, w] = shape;
+        let r = Tensor::<5>::random([n, cout, d, h, w], Distribution::Normal(0.0, 1.0), device);
+        (conv, x, r)
+    }
+
+    /// `(dL/dx, dL/dw, dL/db)` for `L = sum(conv(x) * r)`, by `forward`.
+    fn gradients(
+        conv: &Conv3d,
+        x: &Tensor<5>,
+        r: &Tensor<5>,
+        forward: impl Fn(Tensor<5>) -> Tensor<5>,
+    ) -> [Vec<f32>; 3] {
+        let grads = (forward(x.clone()) * r.clone()).sum().backward();
+        let grad = |t: Option<Tensor<5>>| t.map(super::super::floats).unwrap_or_default();
+        let bias = conv.bias.as_ref().map(|b| super::super::floats(b.val().grad(&grads).expect("a bias gradient")));
+        [grad(x.grad(&grads)), grad(conv.weight.val().grad(&grads)), bias.unwrap_or_default()]
+    }
+
+    #[test]
+    fn gradients_equal_burns_autodiff_convolution() {
+        let device = Device::flex().autodiff();
+        assert!(on_cpu_autodiff(&device));
+        for (i, (shape, cout, kernel)) in CASES.into_iter().enumerate() {
+            let (conv, x, r) = layer(shape, cout, kernel, i % 2 == 0, &device);
+            let ours = gradients(&conv, &x, &r, |x| super::super::tracked_conv(x, &conv));
+            let burns = gradients(&conv, &x, &r, |x| conv.forward(x));
+            for (what, (a, b)) in ["x", "weights", "bias"].iter().zip(ours.iter().zip(&burns)) {
+                let (diff, scale) = max_abs_diff(a, b);
+                assert!(
+                    diff <= 1e-4 * scale.max(1.0),
+                    "dL/d{what} {shape:?} -> {cout} {kernel:?}: max |diff| {diff} (scale {scale})"
+                );
+            }
+        }
+    }
+
+    /// `L = sum(conv(x) * r)` is linear in `x` and in the weights, so a central
+    /// difference equals the derivative up to rounding: checked at a few entries of each.
+    #[test]
+    fn gradients_equal_finite_differences() {
+        let device = Device::flex().autodiff();
+        for (i, (shape, cout, kernel)) in CASES.into_iter().enumerate() {
+            let (conv, x, r) = layer(shape, cout, kernel, false, &device);
+            let [dx, dw, _] = gradients(&conv, &x, &r, |x| super::super::tracked_conv(x, &conv));
+            let (xs, ws, rs) =
+                (super::super::floats(x), super::super::floats(conv.weight.val()), super::super::floats(r));
+            let loss = |xs: &[f32], ws: &[f32]| -> f64 {
+                let conv =
+                    Conv { cin: shape[1], cout, kernel, stride: [1; 3], weights: ws.to_vec(), bias: vec![0.0; cout] };
+                let y = per_item(xs, shape, &conv);
+                y.iter().zip(&rs).map(|(&y, &r)| y as f64 * r as f64).sum()
+            };
+            let eps = 0.25;
+            for k in [0, xs.len() / 3, xs.len() - 1, 7 * i % xs.len()] {
+                let (mut up, mut down) = (xs.clone(), xs.clone());
+                up[k] += eps;
+                down[k] -= eps;
+                let numeric = (loss(&up, &ws) - loss(&down, &ws)) / (2.0 * eps as f64);
+                assert!(
+                    (numeric - dx[k] as f64).abs() <= 1e-3 * numeric.abs().max(1.0),
+                    "dL/dx[{k}] {shape:?}: {} vs {numeric}",
+                    dx[k]
+                );
+            }
+            for k in [0, ws.len() / 2, ws.len() - 1, 5 * i % ws.len()] {
+                let (mut up, mut down) = (ws.clone(), ws.clone());
+                up[k] += eps;
+                down[k] -= eps;
+                let numeric = (loss(&xs, &up) - loss(&xs, &down)) / (2.0 * eps as f64);
+                assert!(
+                    (numeric - dw[k] as f64).abs() <= 1e-3 * numeric.abs().max(1.0),
+                    "dL/dw[{k}] {shape:?}: {} vs {numeric}",
+                    dw[k]
+                );
+            }
+        }
+    }
+
+    /// The weight gradient's speed beside the forward convolution's on AnatomyNet's
+    /// layers (a benchmark, not a check): `cargo test --workspace --lib wgrad_speed --
+    /// --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn wgrad_speed() {
+        for ([cin, d, h, w], cout) in [([30, 48, 48, 48], 30), ([34, 48, 48, 48], 34), ([15, 96, 96, 96], 14)] {
+            let x: Vec<f32> = (0..cin * d * h * w).map(|i| (i % 13) as f32 * 0.1).collect();
+            let dy: Vec<f32> = (0..cout * d * h * w).map(|i| (i % 7) as f32 * 0.1).collect();
+            let conv = Conv {
+                cin,
+                cout,
+                kernel: [3; 3],
+                stride: [1; 3],
+                weights: vec![0.01; cout * cin * 27],
+                bias: vec![0.0; cout],
+            };
+            let gflop = 2.0 * (cin * cout * 27 * d * h * w) as f64 / 1e9;
+            let time = |f: &dyn Fn()| {
+                f();
+                let t = std::time::Instant::now();
+                (0..3).for_each(|_| f());
+                t.elapsed().as_secs_f64() / 3.0
+            };
+            let fwd = time(&|| drop(std::hint::black_box(per_item(&x, [1, cin, d, h, w], &conv))));
+            let wgt = time(&|| drop(std::hint::black_box(weight_grad(&x, &dy, [1, cin, d, h, w], cout, [3; 3]))));
+            eprintln!(
+                "{cin}x{d}x{h}x{w} -> {cout}: forward {:.1} ms ({:.0} GFLOP/s), weight gradient {:.1} ms ({:.0} GFLOP/s)",
+                fwd * 1e3,
+                gflop / fwd,
+                wgt * 1e3,
+                gflop / wgt
+            );
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Training's batch norm and activation on the CPU as one operation of burn's autodiff
+//! graph: two passes forward (the batch statistics, then normalise + activate) and two
+//! backward (the per-channel sums, then the input gradient), where burn's batch norm
+//! followed by its LeakyReLU records about ten full-size tensor operations each way.
+//!
+//! With `x̂ = (y - mean) / sqrt(var + eps)` (biased variance over the batch and the
+//! volume, per channel), `z = γ x̂ + β` and `out = act(z)`, the output gradient `g`
+//! becomes `g' = g act'(z)` and
+//!
+//! - `dL/dβ = Σ g'`, `dL/dγ = Σ g' x̂`,
+//! - `dL/dy = γ / sqrt(var + eps) (g' - Σ g' / N - x̂ Σ g' x̂ / N)`,
+//!
+//! sums over the `N` values of the channel. The running statistics are updated as
+//! burn's `BatchNorm` updates them in training mode.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use super::backward::{on_cpu_autodiff, tensor, values};
+use super::Activation;
+
+/// Whether [`batch_norm_act`] runs `bn` on `y`: the CPU's autodiff device, a layer
+/// that trains (burn's own op keeps a frozen layer in inference mode).
+pub(crate) fn trains_here(y: &Tensor<5>, bn: &BatchNorm) -> bool {
+    on_cpu_autodiff(&y.device()) && bn.training.is_enabled()
+}
+
+/// `act(bn(y))` with batch statistics, differentiable in `y`, `γ` and `β`; updates
+/// `bn`'s running mean and variance.
+pub(crate) fn batch_norm_act(y: Tensor<5>, bn: &BatchNorm, act: Activation) -> Tensor<5> {
+    let slope = match act {
+        Activation::Identity => 1.0,
+        Activation::LeakyRelu(slope) => slope,
+    };
+    let autodiff = |t: Tensor<1>| t.try_into_primitive::<Autodiff<Flex>>().expect("on the CPU's autodiff device");
+    let (gamma, beta) = (autodiff(bn.gamma.val()), autodiff(bn.beta.val()));
+    let y = y.try_into_primitive::<Autodiff<Flex>>().expect("on the CPU's autodiff device");
+    let (gammas, _) = values::<1>(gamma.primitive());
+    let (betas, _) = values::<1>(beta.primitive());
+    let (input, dims) = values::<5>(y.primitive());
+    let stats = statistics(&input, dims);
+    let scales: Vec<f64> = stats.iter().map(|&(_, var)| 1.0 / (var + bn.epsilon).sqrt()).collect();
+    let norm = Normalised {
+        mean: stats.iter().map(|s| s.0).collect(),
+        scale: scales,
+        gamma: gammas.to_vec(),
+        beta: betas.to_vec(),
+        slope,
+    };
+    let out = tensor(norm.forward(&input, dims), dims);
+    drop(input);
+    let output =
+        match BatchNormAct.prepare::<NoCheckpointing>([y.node(), gamma.node(), beta.node()]).compute_bound().stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let y = prep.checkpoint(&y);
+                prep.finish((y, norm), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+    update_running(bn, &stats);
+    Tensor::from_primitive::<Autodiff<Flex>>(output)
+}
+
+/// `running = running (1 - momentum) + batch momentum`, in burn's order of operations.
+fn update_running(bn: &BatchNorm, stats: &[(f64, f64)]) {
+    let device = bn.gamma.val().device();
+    let m = bn.momentum;
+    let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Vec<f32>| {
+        let channels = batch.len();
+        let batch = Tensor::<1>::from_data(TensorData::new(batch, [channels]), &device);
+        let running = state.value_sync().to_device(&device).mul_scalar(1.0 - m).add(batch.mul_scalar(m));
+        state.update(running.detach());
+    };
+    update(&bn.running_mean, stats.iter().map(|s| s.0 as f32).collect());
+    update(&bn.running_var, stats.iter().map(|s| s.1 as f32).collect());
+}
+
+/// Per channel: mean and biased variance over the batch and the volume, in two passes.
+fn statistics(values: &[f32], [n, c, d, h, w]: [usize; 5]) -> Vec<(f64, f64)> {
+    let voxels = d * h * w;
+    let items = |ch: usize| (0..n).map(move |i| &values[(i * c + ch) * voxels..][..voxels]);
+    let count = (n * voxels) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mean = items(ch).map(|v| lane_sum(v, v, |a, _| a)).sum::<f64>() / count;
+            let m = mean as f32;
+            let var = items(ch).map(|v| lane_sum(v, v, |a, _| (a - m) * (a - m))).sum::<f64>() / count;
+            (mean, var)
+        })
+        .collect()
+}
+
+/// `Σ term(a[i], b[i])`: sums of 16 f32 lanes (vectorised) per block of 4096, the blocks
+/// summed in f64.
+fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f64 {
+    a.chunks(4096)
+        .zip(b.chunks(4096))
+        .map(|(a, b)| {
+            let mut lanes = [0f32; 16];
+            let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+            let rest: f32 = a16.remainder().iter().zip(b16.remainder()).map(|(&a, &b)| term(a, b)).sum();
+            for (a, b) in a16.zip(b16) {
+                for l in 0..16 {
+                    lanes[l] += term(a[l], b[l]);
+                }
+            }
+            lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64
+        })
+        .sum()
+}
+
+/// The operation's node: the graph id of `y` and what the forward pass computed.
+#[derive(Debug)]
+struct BatchNormAct;
+
+/// Per channel: `mean`, `1 / sqrt(var + eps)`, `γ`, `β`; the activation's slope below 0
+/// (1: none).
+#[derive(Debug, Clone)]
+struct Normalised {
+    mean: Vec<f64>,
+    scale: Vec<f64>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    slope: f32,
+}
+
+impl Normalised {
+    /// Channel `ch`'s constants in f32, for the per-voxel loops.
+    fn channel(&self, ch: usize) -> Channel {
+        Channel {
+            a: self.scale[ch] as f32,
+            b: (-self.mean[ch] * self.scale[ch]) as f32,
+            gamma: self.gamma[ch],
+            beta: self.beta[ch],
+            slope: self.slope,
+        }
+    }
+
+    fn forward(&self, values: &[f32], [_, c, d, h, w]: [usize; 5]) -> Vec<f32> {
+        let voxels = d * h * w;
+        let mut out = vec![0f32; values.len()];
+        out.par_chunks_mut(voxels).zip(values.par_chunks(voxels)).enumerate().for_each(|(nc, (out, y))| {
+            let k = self.channel(nc % c);
+            out.iter_mut().zip(y).for_each(|(o, &y)| {
+                let z = k.z(k.xhat(y));
+                *o = if z < 0.0 { z * k.slope } else { z };
+            });
+        });
+        out
+    }
+}
+
+/// One channel: `x̂ = a y + b`, `z = γ x̂ + β`, the activation's slope below 0.
+#[derive(Clone, Copy)]
+struct Channel {
+    a: f32,
+    b: f32,
+    gamma: f32,
+    beta: f32,
+    slope: f32,
+}
+
+impl Channel {
+    #[inline(always)]
+    fn xhat(self, y: f32) -> f32 {
+        y * self.a + self.b
+    }
+
+    #[inline(always)]
+    fn z(self, xhat: f32) -> f32 {
+        xhat * self.gamma + self.beta
+    }
+
+    /// `(g act'(z), x̂)`: the activation's slope where `z < 0` (a select, so the loop
+    /// vectorises).
+    #[inline(always)]
+    fn local(self, g: f32, y: f32) -> (f32, f32) {
+        let xhat = self.xhat(y);
+        let slope = if self.z(xhat) < 0.0 { self.slope } else { 1.0 };
+        (g * slope, xhat)
+    }
+}
+
+/// `(Σ g', Σ g' x̂)` over one channel of one item, in 16 f32 lanes per block of 4096
+/// (vectorised), the blocks summed in f64.
+fn gradient_sums(k: Channel, g: &[f32], y: &[f32]) -> (f64, f64) {
+    g.chunks(4096).zip(y.chunks(4096)).fold((0.0, 0.0), |(sg, sgx), (g, y)| {
+        let (mut lg, mut lgx) = ([0f32; 16], [0f32; 16]);
+        let (g16, y16) = (g.chunks_exact(16), y.chunks_exact(16));
+        let (mut rg, mut rgx) = (0f32, 0f32);
+        for (&g, &y) in g16.remainder().iter().zip(y16.remainder()) {
+            let (g, xhat) = k.local(g, y);
+            rg += g;
+            rgx += g * xhat;
+        }
+        for (g, y) in g16.zip(y16) {
+            for l in 0..16 {
+                let (g, xhat) = k.local(g[l], y[l]);
+                lg[l] += g;
+                lgx[l] += g * xhat;
+            }
+        }
+        let total = |lanes: [f32; 16], rest: f32| lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64;
+        (sg + total(lg, rg), sgx + total(lgx, rgx))
+    })
+}
+
+impl Backward<Flex, 3> for BatchNormAct {
+    type State = (NodeId, Normalised);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_y, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (y, norm) = ops.state;
+        let y = checkpointer.retrieve_node_output::<FlexTensor>(y);
+        let (g, dims) = values::<5>(&grad);
+        let (y, _) = values::<5>(&y);
+        let [n, c, d, h, w] = dims;
+        let voxels = d * h * w;
+        let count = (n * voxels) as f64;
+        // Channel `ch` of item `i`.
+        let item = |ch: usize, i: usize| (i * c + ch) * voxels..(i * c + ch + 1) * voxels;
+        // Per channel: Σ g' and Σ g' x̂.
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let k = norm.channel(ch);
+                (0..n).fold((0.0, 0.0), |(sg, sgx), i| {
+                    let at = item(ch, i);
+                    let (a, b) = gradient_sums(k, &g[at.clone()], &y[at]);
+                    (sg + a, sgx + b)
+                })
+            })
+            .collect();
+        if let Some(node) = node_y {
+            let mut dy = vec![0f32; g.len()];
+            dy.par_chunks_mut(voxels).zip(g.par_chunks(voxels).zip(y.par_chunks(voxels))).enumerate().for_each(
+                |(nc, (dy, (g, y)))| {
+                    let ch = nc % c;
+                    let k = norm.channel(ch);
+                    let (sg, sgx) = sums[ch];
+                    let factor = (norm.gamma[ch] as f64 * norm.scale[ch]) as f32;
+                    let (mean_g, mean_gx) = ((sg / count) as f32, (sgx / count) as f32);
+                    for ((dy, &g), &y) in dy.iter_mut().zip(g).zip(y) {
+                        let (g, xhat) = k.local(g, y);
+                        *dy = factor * (g - mean_g - xhat * mean_gx);
+                    }
+                },
+            );
+            grads.register::<Flex>(node.id, tensor(dy, dims));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, tensor(sums.iter().map(|s| s.1 as f32).collect(), [c]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, tensor(sums.iter().map(|s| s.0 as f32).collect(), [c]));
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::activation::leaky_relu;
+    use burn::tensor::Distribution;
+
+    /// Input, output gradient weights, and gradients of `L = Σ f(y) r` for `y`, `γ`, `β`.
+    fn gradients(bn: &BatchNorm, y: &Tensor<5>, r: &Tensor<5>, f: impl Fn(Tensor<5>) -> Tensor<5>) -> [Vec<f32>; 4] {
+        let out = f(y.clone());
+        let grads = (out.clone() * r.clone()).sum().backward();
+        use super::super::floats;
+        [
+            floats(out),
+            floats(y.grad(&grads).expect("dL/dy")),
+            floats(bn.gamma.val().grad(&grads).expect("dL/dγ")),
+            floats(bn.beta.val().grad(&grads).expect("dL/dβ")),
+        ]
+    }
+
+    /// Equal to burn's `BatchNorm` (training mode) then its LeakyReLU, or no activation:
+    /// the output, the three gradients and the running statistics, for a batch of one and
+    /// of two, with channels of different scales.
+    #[test]
+    fn equals_burns_batch_norm_and_activation() {
+        let device = Device::flex().autodiff();
+        for (shape, act) in [
+            ([1, 3, 4, 5, 6], Activation::LeakyRelu(0.01)),
+            ([2, 4, 3, 3, 7], Activation::LeakyRelu(0.2)),
+            ([1, 2, 5, 4, 3], Activation::Identity),
+        ] {
+            let make = || {
+                let bn = BatchNormConfig::new(shape[1]).with_epsilon(1e-5).init(&device);
+                // Non-trivial γ and β, the same in both copies.
+                let gamma = Tensor::<1>::from_data(
+                    TensorData::new(vec![0.5, -1.5, 2.0, 1.0][..shape[1]].to_vec(), [shape[1]]),
+                    &device,
+                );
+                let beta = Tensor::<1>::from_data(
+                    TensorData::new(vec![0.1, 0.3, -0.2, 0.0][..shape[1]].to_vec(), [shape[1]]),
+                    &device,
+                );
+                BatchNorm {
+                    gamma: burn::module::Param::from_tensor(gamma),
+                    beta: burn::module::Param::from_tensor(beta),
+                    ..bn
+                }
+            };
+            let (ours_bn, burns_bn) = (make(), make());
+            let y = (Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device) * 3.0 + 1.0)
+                .detach()
+                .require_grad();
+            let r = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let ours = gradients(&ours_bn, &y, &r, |y| batch_norm_act(y, &ours_bn, act));
+            let burns = gradients(&burns_bn, &y, &r, |y| match act {
+                Activation::LeakyRelu(s) => leaky_relu(burns_bn.forward(y), s as f64),
+                Activation::Identity => burns_bn.forward(y),
+            });
+            for (what, (a, b)) in ["output", "dL/dy", "dL/dγ", "dL/dβ"].iter().zip(ours.iter().zip(&burns)) {
+                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
+                assert!(diff <= 1e-4 * scale.max(1.0), "{what} {shape:?} {act:?}: max |diff| {diff} (scale {scale})");
+            }
+            for (ours, burns) in
+                [(&ours_bn.running_mean, &burns_bn.running_mean), (&ours_bn.running_var, &burns_bn.running_var)]
+            {
+                let (a, b) = (super::super::floats(ours.value_sync()), super::super::floats(burns.value_sync()));
+                let diff = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                assert!(diff <= 1e-5, "running statistics {shape:?}: {a:?} vs {b:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Training's end of a residual block on the CPU, `act(h * gate + residual)`, as one
+//! operation of burn's autodiff graph: one pass forward and one backward, where burn's
+//! ops record a multiplication, an addition and a LeakyReLU, each a full-size pass (and
+//! a mask, a comparison and a product more on the way back).
+//!
+//! With `g' = g act'(out)` (the slope where the sum was negative, which is where `out`
+//! is): `dL/dh = g' gate`, `dL/dresidual = g'`, `dL/dgate[n, c] = Σ g' h` over the
+//! channel's voxels.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use super::backward::{tensor, values};
+use super::Activation;
+
+/// `act(h * gate + residual)` on the CPU's autodiff device, `gate` one factor per
+/// `[n, c]` (all ones where `None`), differentiable in all three.
+pub(crate) fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, act: Activation) -> Tensor<5> {
+    let [n, c, _, _, _] = h.dims();
+    let gate = gate.unwrap_or_else(|| Tensor::ones([n, c], &h.device()));
+    let autodiff = |t: Tensor<5>| t.try_into_primitive::<Autodiff<Flex>>().expect("on the CPU's autodiff device");
+    let gate = gate.try_into_primitive::<Autodiff<Flex>>().expect("on the CPU's autodiff device");
+    let (h, residual) = (autodiff(h), autodiff(residual));
+    let slope = match act {
+        Activation::Identity => 1.0,
+        Activation::LeakyRelu(slope) => slope,
+    };
+    let (gates, _) = values::<2>(gate.primitive());
+    let gates = gates.into_owned();
+    let (hs, dims) = values::<5>(h.primitive());
+    let voxels = dims[2] * dims[3] * dims[4];
+    let (rs, _) = values::<5>(residual.primitive());
+    let mut out = vec![0f32; hs.len()];
+    out.par_chunks_mut(voxels).zip(hs.par_chunks(voxels).zip(rs.par_chunks(voxels))).enumerate().for_each(
+        |(nc, (o, (h, r)))| {
+            let g = gates[nc];
+            for ((o, &h), &r) in o.iter_mut().zip(h).zip(r) {
+                let z = h * g + r;
+                *o = if z < 0.0 { z * slope } else { z };
+            }
+        },
+    );
+    drop((hs, rs));
+    let out = tensor(out, dims);
+    let output = match GateAddAct
+        .prepare::<NoCheckpointing>([h.node(), gate.node(), residual.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let state = Saved { h: prep.checkpoint(&h), gates, out: out.clone(), slope };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive::<Autodiff<Flex>>(output)
+}
+
+#[derive(Debug)]
+struct GateAddAct;
+
+/// What the backward pass needs: `h`'s graph id, the gates, the output (whose sign
+/// gives the activation's slope; shared, not copied) and the slope.
+#[derive(Debug, Clone)]
+struct Saved {
+    h: NodeId,
+    gates: Vec<f32>,
+    out: FlexTensor,
+    slope: f32,
+}
+
+impl Backward<Flex, 3> for GateAddAct {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_h, node_gate, node_residual] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let Saved { h, gates, out, slope } = ops.state;
+        let h = checkpointer.retrieve_node_output::<FlexTensor>(h);
+        let (g, dims) = values::<5>(&grad);
+        let (out, _) = values::<5>(&out);
+        let [n, c, d, hh, w] = dims;
+        let voxels = d * hh * w;
+        // g' = g act'(out).
+        let mut local = vec![0f32; g.len()];
+        local.par_chunks_mut(voxels).zip(g.par_chunks(voxels).zip(out.par_chunks(voxels))).for_each(|(l, (g, o))| {
+            for ((l, &g), &o) in l.iter_mut().zip(g).zip(o) {
+                *l = if o < 0.0 { g * slope } else { g };
+            }
+        });
+        drop((g, out));
+        if let Some(node) = node_gate {
+            let (h, _) = values::<5>(&h);
+            let sums: Vec<f32> = local
+                .par_chunks(voxels)
+                .zip(h.par_chunks(voxels))
+                .map(|(l, h)| l.iter().zip(h).map(|(&l, &h)| (l * h) as f64).sum::<f64>() as f32)
+                .collect();
+            grads.register::<Flex>(node.id, tensor(sums, [n, c]));
+        }
+        if let Some(node) = node_h {
+            let mut dh = local.clone();
+            dh.par_chunks_mut(voxels).enumerate().for_each(|(nc, dh)| dh.iter_mut().for_each(|v| *v *= gates[nc]));
+            grads.register::<Flex>(node.id, tensor(dh, dims));
+        }
+        if let Some(node) = node_residual {
+            grads.register::<Flex>(node.id, tensor(local, dims));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::leaky_relu;
+    use burn::tensor::Distribution;
+
+    fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        super::super::floats(t)
+    }
+
+    /// Equal to burn's multiplication, addition and LeakyReLU: the output and the
+    /// gradients of `h`, the gate and the residual, with and without a gate, a batch of
+    /// one and of two.
+    #[test]
+    fn equals_burns_ops() {
+        let device = Device::flex().autodiff();
+        for (shape, gated, act) in [
+            ([1, 3, 4, 5, 6], true, Activation::LeakyRelu(0.01)),
+            ([2, 2, 3, 3, 7], true, Activation::LeakyRelu(0.2)),
+            ([1, 4, 2, 3, 5], false, Activation::LeakyRelu(0.01)),
+            ([1, 2, 3, 4, 5], true, Activation::Identity),
+        ] {
+            let [n, c, _, _, _] = shape;
+            let random = |s| Tensor::<5>::random(s, Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let (h, residual) = (random(shape), random(shape));
+            let gate =
+                gated.then(|| Tensor::<2>::random([n, c], Distribution::Uniform(0.0, 1.0), &device).require_grad());
+            let r = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let run = |ours: bool| {
+                let out = if ours {
+                    gate_add_act(h.clone(), gate.clone(), residual.clone(), act)
+                } else {
+                    let gated = match &gate {
+                        Some(g) => h.clone() * g.clone().reshape([n, c, 1, 1, 1]),
+                        None => h.clone(),
+                    };
+                    let sum = gated + residual.clone();
+                    match act {
+                        Activation::LeakyRelu(s) => leaky_relu(sum, s as f64),
+                        Activation::Identity => sum,
+                    }
+                };
+                let grads = (out.clone() * r.clone()).sum().backward();
+                let dgate = gate.as_ref().map(|g| floats(g.grad(&grads).expect("dL/dgate"))).unwrap_or_default();
+                [
+                    floats(out),
+                    floats(h.grad(&grads).expect("dL/dh")),
+                    dgate,
+                    floats(residual.grad(&grads).expect("dL/dr")),
+                ]
+            };
+            let (ours, burns) = (run(true), run(false));
+            for (what, (a, b)) in ["output", "dL/dh", "dL/dgate", "dL/dresidual"].iter().zip(ours.iter().zip(&burns)) {
+                assert_eq!(a.len(), b.len(), "{what}");
+                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
+                assert!(diff <= 1e-5 * scale.max(1.0), "{what} {shape:?} {act:?}: max |diff| {diff}");
+            }
+        }
+    }
+}
