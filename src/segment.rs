@@ -345,7 +345,12 @@ fn segment_nnunet(model: &Model, prepared: &Prepared, nets: &[NnunetEnsemble]) -
     for (((n, ids), net), input) in networks.iter().zip(nets).zip(&prepared.nnunet) {
         let start = Instant::now();
         let classes = n.unet.classes;
-        let logits = nnunet::predict_logits(
+        // Logit rows go to the export as soon as they are final: neither the logits nor
+        // the sums behind them are ever held for the whole CT (with nnU-Net's default
+        // linear resampling of logits).
+        let mut labels = pipeline::LabelStream::new(classes, input, &n.plan);
+        let mut export = std::time::Duration::ZERO;
+        nnunet::predict_logit_rows(
             &net.folds,
             classes,
             &input.data,
@@ -353,12 +358,18 @@ fn segment_nnunet(model: &Model, prepared: &Prepared, nets: &[NnunetEnsemble]) -
             &n.window(),
             &model.device.device,
             |_, _| {},
+            |rows, logits| {
+                let start = Instant::now();
+                labels.push(rows, logits);
+                export += start.elapsed();
+            },
         );
-        timings.forward_ms += ms(start);
-        let start = Instant::now();
-        let kji = pipeline::labels(&logits, classes, input, &n.plan);
+        let start_finish = Instant::now();
+        let kji = labels.finish();
         pipeline::overlay(&mut combined, &kji, ids);
-        timings.postprocess_ms += ms(start);
+        export += start_finish.elapsed();
+        timings.forward_ms += ms(start) - export.as_secs_f64() * 1000.0;
+        timings.postprocess_ms += export.as_secs_f64() * 1000.0;
     }
     let start = Instant::now();
     let canonical = Volume::new(prepared.input.grid().clone(), combined);

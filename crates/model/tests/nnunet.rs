@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData};
 use voxseg_model::cpu;
 use voxseg_model::nnunet::{
-    from_state_dict, gaussian, pipeline, predict_logits, read_state_dict, steps, NnunetFolder, Resampling, UnetClass,
-    WindowOptions,
+    from_state_dict, gaussian, pipeline, predict_logit_rows, predict_logits, read_state_dict, steps, NnunetFolder,
+    Resampling, UnetClass, WindowOptions,
 };
 
 fn repo(rel: &str) -> PathBuf {
@@ -168,12 +168,109 @@ fn whole_inference_matches_nnunet_on_a_real_ct() {
         assert!(diff <= 1e-4, "{tag}: logits differ by {diff}");
 
         let labels = pipeline::labels(&logits, classes, &prepared, &f.plan);
+        // Streamed: blocks of rows in order, none deeper than the patch, the same labels.
+        let mut stream = pipeline::LabelStream::new(classes, &prepared, &f.plan);
+        let mut blocks = Vec::new();
+        predict_logit_rows(
+            &nets,
+            classes,
+            &prepared.data,
+            prepared.shape,
+            &options,
+            &device,
+            |_, _| {},
+            |rows, v| {
+                blocks.push(rows.clone());
+                stream.push(rows, v);
+            },
+        );
+        assert_eq!((blocks[0].start, blocks.last().unwrap().end), (0, prepared.shape[0]), "{tag}: {blocks:?}");
+        assert!(blocks.windows(2).all(|b| b[0].end == b[1].start), "{tag}: {blocks:?}");
+        assert!(blocks.iter().all(|b| b.len() <= f.plan.patch_size[0]), "{tag}: {blocks:?}");
+        assert_eq!(stream.finish(), labels, "{tag}: streamed labels");
         let (want, _) =
             voxseg_volume::nifti::read_labels(repo(&format!("tests/fixtures/nnunet/{tag}_labels.nii.gz"))).unwrap();
         let same = labels.iter().zip(want.data()).filter(|(a, b)| a == b).count();
         let agreement = same as f64 / labels.len() as f64;
         assert!(agreement >= 0.9999, "{tag}: labels agree on {:.5} % of voxels", 100.0 * agreement);
     }
+}
+
+/// The sliding window over an image several tiles long on every axis against a plain
+/// whole-array transcription of nnU-Net's loop (every tile's logits times the Gaussian
+/// summed into one array, divided by the summed weights): the streamed blocks, handed
+/// on row by row of tiles (none deeper than the patch), give the same logits.
+#[test]
+fn streamed_sliding_window_equals_the_whole_array_loop() {
+    let device = cpu().device;
+    let f = NnunetFolder::open(&repo(PLAIN), &[]).unwrap();
+    let nets: Vec<_> = f
+        .folds
+        .iter()
+        .map(|(_, p)| from_state_dict(&f.network, &read_state_dict(p).unwrap(), &device).unwrap())
+        .collect();
+    let classes = f.network.classes;
+    let patch = f.plan.patch_size;
+    let shape = [2 * patch[0] + 3, patch[1] + 5, patch[2] + 1];
+    let voxels: usize = shape.iter().product();
+    let image: Vec<f32> = (0..voxels).map(|i| ((i * 7919) % 2003) as f32 / 1000.0 - 1.0).collect();
+    let options = WindowOptions { patch, step: 0.5, mirror_axes: vec![] };
+
+    let steps = steps(shape, patch, 0.5);
+    let g = gaussian(patch);
+    let (mut sum, mut weight) = (vec![0f64; classes * voxels], vec![0f64; voxels]);
+    let tile_voxels: usize = patch.iter().product();
+    for &z0 in &steps[0] {
+        for &y0 in &steps[1] {
+            for &x0 in &steps[2] {
+                let mut tile = Vec::with_capacity(tile_voxels);
+                for z in 0..patch[0] {
+                    for y in 0..patch[1] {
+                        let at = ((z0 + z) * shape[1] + y0 + y) * shape[2] + x0;
+                        tile.extend_from_slice(&image[at..at + patch[2]]);
+                    }
+                }
+                let x = Tensor::<5>::from_data(TensorData::new(tile, [1, 1, patch[0], patch[1], patch[2]]), &device);
+                let mut logits = vec![0f32; classes * tile_voxels];
+                for net in &nets {
+                    let y: Vec<f32> = net.forward(x.clone()).into_data().convert::<f32>().try_to_vec().unwrap();
+                    logits.iter_mut().zip(y).for_each(|(l, y)| *l += y / nets.len() as f32);
+                }
+                for t in 0..tile_voxels {
+                    let (z, y, xx) = (t / (patch[1] * patch[2]), t / patch[2] % patch[1], t % patch[2]);
+                    let v = ((z0 + z) * shape[1] + y0 + y) * shape[2] + x0 + xx;
+                    weight[v] += g[t] as f64;
+                    for c in 0..classes {
+                        sum[c * voxels + v] += (logits[c * tile_voxels + t] * g[t]) as f64;
+                    }
+                }
+            }
+        }
+    }
+    let want: Vec<f32> = (0..classes * voxels).map(|i| (sum[i] / weight[i % voxels]) as f32).collect();
+
+    let mut blocks = Vec::new();
+    let mut got = Vec::new();
+    let plane = shape[1] * shape[2];
+    let mut per_class: Vec<Vec<f32>> = vec![Vec::new(); classes];
+    predict_logit_rows(
+        &nets,
+        classes,
+        &image,
+        shape,
+        &options,
+        &device,
+        |_, _| {},
+        |rows, v| {
+            let n = rows.len() * plane;
+            per_class.iter_mut().enumerate().for_each(|(c, out)| out.extend_from_slice(&v[c * n..][..n]));
+            blocks.push(rows);
+        },
+    );
+    per_class.into_iter().for_each(|c| got.extend(c));
+    assert!(blocks.len() == steps[0].len() && blocks.iter().all(|b| b.len() <= patch[0]), "{blocks:?}");
+    let diff = max_rel_diff(&got, &want);
+    assert!(diff <= 1e-5, "streamed logits differ from the whole-array loop by {diff}");
 }
 
 /// Both networks on wgpu against the CPU: the same argmax on >= 99.99 % of voxels.

@@ -55,6 +55,68 @@ pub fn resize(values: &[f64], shape: [usize; 3], to: [usize; 3], interp: [Interp
     data
 }
 
+/// The input rows (along the first axis) that output rows `rows` of a nearest or linear
+/// resize of `n_in` rows to `n_out` read.
+pub fn rows_read(
+    n_in: usize,
+    n_out: usize,
+    rows: std::ops::Range<usize>,
+    interp: Interpolation,
+) -> std::ops::Range<usize> {
+    assert!(interp != Interpolation::Cubic, "a cubic spline reads every row");
+    if n_in == n_out || rows.is_empty() {
+        return rows;
+    }
+    // Taps move forward with the output row.
+    let taps = taps(n_in, n_out, interp);
+    let lo = taps[rows.start].iter().map(|&(k, _)| k).min().expect("a tap");
+    let hi = taps[rows.end - 1].iter().map(|&(k, _)| k).max().expect("a tap");
+    lo..hi + 1
+}
+
+/// Rows `rows` (along the first axis) of [`resize`]`(values, shape, to, interp)` before
+/// its final clip, from `block`: the input's rows `first..` (at least those
+/// [`rows_read`] names). The first axis is resized first, then the other two in the
+/// order `then`, each with the same taps and sums as `resize`, so the rows equal the
+/// whole array's. Nearest and linear only: a cubic spline's prefilter runs over whole
+/// lines (and their interpolation can leave the input's range, which `resize` clips).
+pub fn resize_rows(
+    block: &[f64],
+    first: usize,
+    shape: [usize; 3],
+    to: [usize; 3],
+    rows: std::ops::Range<usize>,
+    interp: [Interpolation; 3],
+    then: [usize; 2],
+) -> Vec<f64> {
+    let plane = shape[1] * shape[2];
+    let read = rows_read(shape[0], to[0], rows.clone(), interp[0]);
+    assert!(
+        read.start >= first && (read.end - first) * plane <= block.len(),
+        "rows {read:?} not in the block from {first}"
+    );
+    let mut data = if shape[0] == to[0] {
+        block[(rows.start - first) * plane..(rows.end - first) * plane].to_vec()
+    } else {
+        let taps = taps(shape[0], to[0], interp[0]);
+        let mut out = vec![0.0; rows.len() * plane];
+        out.par_chunks_mut(plane).zip(rows.clone()).for_each(|(dst, o)| {
+            for (i, v) in dst.iter_mut().enumerate() {
+                *v = taps[o].iter().map(|&(k, w)| block[(k - first) * plane + i] * w).sum();
+            }
+        });
+        out
+    };
+    let mut now = [rows.len(), shape[1], shape[2]];
+    for axis in then {
+        if now[axis] != to[axis] {
+            data = resize_axis(&data, now, axis, to[axis], interp[axis]);
+            now[axis] = to[axis];
+        }
+    }
+    data
+}
+
 /// Output coordinate `o` in input coordinates, pixel centres aligned.
 fn source(o: usize, n_in: usize, n_out: usize) -> f64 {
     (o as f64 + 0.5) * n_in as f64 / n_out as f64 - 0.5
@@ -176,5 +238,34 @@ mod tests {
         let v: Vec<f64> = (0..8).map(f64::from).collect();
         let out = resize(&v, [1, 1, 8], [1, 1, 4], [Interpolation::Linear; 3]);
         assert_eq!(out, vec![0.5, 2.5, 4.5, 6.5]);
+    }
+
+    /// Rows computed block by block equal the whole resize's (which clips nothing
+    /// here: linear and nearest stay in the input's range), for both axis orders.
+    #[test]
+    fn rows_equal_the_whole_resize() {
+        let shape = [13, 5, 6];
+        let v: Vec<f64> = (0..13 * 5 * 6).map(|i| ((i * 37) % 101) as f64 * 0.1 - 3.0).collect();
+        use Interpolation::{Linear, Nearest};
+        for (to, interp) in [
+            ([29, 7, 4], [Linear; 3]),
+            ([6, 5, 9], [Nearest, Linear, Linear]),
+            ([13, 3, 8], [Linear; 3]),
+            ([20, 5, 6], [Linear, Nearest, Nearest]),
+        ] {
+            let whole = resize(&v, shape, to, interp);
+            let plane = to[1] * to[2];
+            for chunk in [1, 4, 7] {
+                let mut o = 0;
+                while o < to[0] {
+                    let rows = o..(o + chunk).min(to[0]);
+                    let read = rows_read(shape[0], to[0], rows.clone(), interp[0]);
+                    let block = &v[read.start * 30..read.end * 30];
+                    let got = resize_rows(block, read.start, shape, to, rows.clone(), interp, [1, 2]);
+                    assert_eq!(got, whole[rows.start * plane..rows.end * plane], "{to:?} {interp:?} rows {rows:?}");
+                    o = rows.end;
+                }
+            }
+        }
     }
 }

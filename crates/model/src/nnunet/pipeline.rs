@@ -8,7 +8,7 @@
 //! resize, order 3, separate order-0 z for anisotropic spacings); and back: logits
 //! resampled to the cropped shape (order 1), argmax, un-cropped, transposed back.
 
-use voxseg_preprocess::resize::{resize, Interpolation};
+use voxseg_preprocess::resize::{resize, resize_rows, rows_read, Interpolation};
 use voxseg_preprocess::Intensity;
 
 use super::folder::{NnunetPlan, Resampling};
@@ -176,38 +176,164 @@ pub fn prepare(ct: &[f32], shape: [usize; 3], spacing: [f64; 3], plan: &NnunetPl
 /// array: resampled to the cropped shape, argmax (first class on ties, as numpy),
 /// zero outside the box, transposed back.
 pub fn labels(logits: &[f32], classes: usize, prepared: &Prepared, plan: &NnunetPlan) -> Vec<u16> {
-    let p = prepared;
-    let voxels: usize = p.shape.iter().product();
-    let crop_voxels: usize = p.crop_shape.iter().product();
-    let mut best = vec![f32::NEG_INFINITY; crop_voxels];
-    let mut label = vec![0u16; crop_voxels];
-    for c in 0..classes {
-        let channel = &logits[c * voxels..][..voxels];
-        let back = resample_to_shape(
-            channel,
-            p.shape,
-            p.crop_shape,
-            plan.spacing,
-            p.transposed_spacing,
-            plan.probabilities_resampling,
-        );
-        for ((b, l), v) in best.iter_mut().zip(label.iter_mut()).zip(back) {
-            if v > *b {
-                *b = v;
-                *l = c as u16;
+    let mut stream = LabelStream::new(classes, prepared, plan);
+    stream.push(0..prepared.shape[0], logits);
+    stream.finish()
+}
+
+/// [`labels`] fed the logits a block of rows (along the first axis) at a time, as
+/// [`super::predict_logit_rows`] hands them on. Where the logits are resampled with
+/// nearest or linear interpolation (nnU-Net's default, order 1) each block's labels are
+/// computed as soon as the rows they read have arrived, and only those rows are kept:
+/// the same labels as the whole array's, in memory bounded by a few rows. A cubic
+/// resampling (order 3) reads whole lines, so then every row is kept until the end.
+pub struct LabelStream<'a> {
+    classes: usize,
+    prepared: &'a Prepared,
+    plan: &'a NnunetPlan,
+    /// Axis-0 interpolation and the order of the other two axes, when rows stream.
+    rows: Option<([Interpolation; 3], [usize; 2])>,
+    /// Logit rows `held_first..held_first + held_rows`, `[classes][held_rows][plane]`.
+    held: Vec<f32>,
+    held_first: usize,
+    held_rows: usize,
+    /// Cropped-shape rows labelled so far.
+    done: usize,
+    best: Vec<f32>,
+    label: Vec<u16>,
+}
+
+impl<'a> LabelStream<'a> {
+    pub fn new(classes: usize, prepared: &'a Prepared, plan: &'a NnunetPlan) -> LabelStream<'a> {
+        let r = plan.probabilities_resampling;
+        let interp = |order| Interpolation::from_order(order).expect("validated when the plans were read");
+        let (order, order_z) = (interp(r.order), interp(r.order_z));
+        let axis = separate_axis(r.force_separate_z, plan.spacing, prepared.transposed_spacing);
+        // As `resample_to_shape` applies them: in plane then the separate axis, or all
+        // three in order.
+        let (interps, then) = match axis {
+            None => ([order; 3], [1, 2]),
+            Some(0) => ([order_z, order, order], [1, 2]),
+            Some(1) => ([order, order_z, order], [2, 1]),
+            Some(_) => ([order, order, order_z], [1, 2]),
+        };
+        let streams = !interps.contains(&Interpolation::Cubic);
+        let crop_voxels: usize = prepared.crop_shape.iter().product();
+        LabelStream {
+            classes,
+            prepared,
+            plan,
+            rows: streams.then_some((interps, then)),
+            held: Vec::new(),
+            held_first: 0,
+            held_rows: 0,
+            done: 0,
+            best: vec![f32::NEG_INFINITY; crop_voxels],
+            label: vec![0u16; crop_voxels],
+        }
+    }
+
+    /// Logit rows `rows` (the next ones), `[classes][rows.len()][d1][d2]`.
+    pub fn push(&mut self, rows: std::ops::Range<usize>, logits: &[f32]) {
+        let plane = self.prepared.shape[1] * self.prepared.shape[2];
+        assert_eq!(rows.start, self.held_first + self.held_rows, "logit rows in order");
+        assert_eq!(logits.len(), self.classes * rows.len() * plane, "logit block size");
+        let (old, new) = (self.held_rows * plane, rows.len() * plane);
+        let mut held = Vec::with_capacity(self.classes * (old + new));
+        for c in 0..self.classes {
+            held.extend_from_slice(&self.held[c * old..][..old]);
+            held.extend_from_slice(&logits[c * new..][..new]);
+        }
+        self.held = held;
+        self.held_rows += rows.len();
+        if self.rows.is_some() {
+            self.label_ready_rows();
+        }
+    }
+
+    /// Labels every cropped-shape row whose logit rows have all arrived, then drops the
+    /// logit rows no later row reads.
+    fn label_ready_rows(&mut self) {
+        let Some((interps, then)) = self.rows else { return };
+        let p = self.prepared;
+        let (n_in, n_out) = (p.shape[0], p.crop_shape[0]);
+        let received = self.held_first + self.held_rows;
+        let mut end = self.done;
+        while end < n_out && rows_read(n_in, n_out, end..end + 1, interps[0]).end <= received {
+            end += 1;
+        }
+        if end == self.done {
+            return;
+        }
+        let plane = p.shape[1] * p.shape[2];
+        let out_plane = p.crop_shape[1] * p.crop_shape[2];
+        let rows = self.done..end;
+        let at = rows.start * out_plane..rows.end * out_plane;
+        for c in 0..self.classes {
+            let channel: Vec<f64> =
+                self.held[c * self.held_rows * plane..][..self.held_rows * plane].iter().map(|&v| v as f64).collect();
+            let back = resize_rows(&channel, self.held_first, p.shape, p.crop_shape, rows.clone(), interps, then);
+            keep_best(&mut self.best[at.clone()], &mut self.label[at.clone()], back.into_iter().map(|v| v as f32), c);
+        }
+        self.done = end;
+        // Rows before the first one the next cropped row reads are no longer needed.
+        let keep_from = if end < n_out { rows_read(n_in, n_out, end..end + 1, interps[0]).start } else { received };
+        let drop = keep_from.saturating_sub(self.held_first).min(self.held_rows);
+        if drop > 0 {
+            let rest = self.held_rows - drop;
+            let mut held = Vec::with_capacity(self.classes * rest * plane);
+            for c in 0..self.classes {
+                held.extend_from_slice(&self.held[(c * self.held_rows + drop) * plane..][..rest * plane]);
+            }
+            self.held = held;
+            self.held_first += drop;
+            self.held_rows = rest;
+        }
+    }
+
+    /// The labels on the CT's `[k, j, i]` array, once every logit row has been pushed.
+    pub fn finish(mut self) -> Vec<u16> {
+        let p = self.prepared;
+        if self.rows.is_none() {
+            assert_eq!((self.held_first, self.held_rows), (0, p.shape[0]), "every logit row");
+            let voxels: usize = p.shape.iter().product();
+            for c in 0..self.classes {
+                let channel = &self.held[c * voxels..][..voxels];
+                let back = resample_to_shape(
+                    channel,
+                    p.shape,
+                    p.crop_shape,
+                    self.plan.spacing,
+                    p.transposed_spacing,
+                    self.plan.probabilities_resampling,
+                );
+                keep_best(&mut self.best, &mut self.label, back.into_iter(), c);
+            }
+        } else {
+            assert_eq!(self.done, p.crop_shape[0], "every logit row");
+        }
+        let mut full = vec![0u16; p.transposed_shape.iter().product()];
+        let t = p.transposed_shape;
+        for z in 0..p.crop_shape[0] {
+            for y in 0..p.crop_shape[1] {
+                let src = &self.label[(z * p.crop_shape[1] + y) * p.crop_shape[2]..][..p.crop_shape[2]];
+                let at = ((z + p.crop_start[0]) * t[1] + y + p.crop_start[1]) * t[2] + p.crop_start[2];
+                full[at..at + p.crop_shape[2]].copy_from_slice(src);
             }
         }
+        transpose(&full, t, inverse(self.plan.transpose_forward)).0
     }
-    let mut full = vec![0u16; p.transposed_shape.iter().product()];
-    let t = p.transposed_shape;
-    for z in 0..p.crop_shape[0] {
-        for y in 0..p.crop_shape[1] {
-            let src = &label[(z * p.crop_shape[1] + y) * p.crop_shape[2]..][..p.crop_shape[2]];
-            let at = ((z + p.crop_start[0]) * t[1] + y + p.crop_start[1]) * t[2] + p.crop_start[2];
-            full[at..at + p.crop_shape[2]].copy_from_slice(src);
+}
+
+/// The running argmax: class `class` where its value beats the best so far (so the
+/// first class wins ties, as numpy's argmax; NaN never wins).
+fn keep_best(best: &mut [f32], label: &mut [u16], values: impl Iterator<Item = f32>, class: usize) {
+    for ((b, l), v) in best.iter_mut().zip(label.iter_mut()).zip(values) {
+        if v > *b {
+            *b = v;
+            *l = class as u16;
         }
     }
-    transpose(&full, t, inverse(plan.transpose_forward)).0
 }
 
 /// One network's labels written over the combined map, as TotalSegmentator combines
@@ -280,5 +406,74 @@ mod tests {
     fn new_shape_rounds_half_to_even() {
         // 101 * 3 / 6 = 50.5 -> 50 (Python), 61 * ... exact values stay.
         assert_eq!(new_shape([30, 101, 122], [3.0; 3], [6.0; 3]), [15, 50, 61]);
+    }
+
+    /// Labels streamed a few logit rows at a time equal the whole array's resampling
+    /// (`resample_to_shape` per class, then argmax), for every way nnU-Net resamples
+    /// logits: linear in 3-D, and linear in plane with nearest along a separate axis
+    /// (0, 1 or 2); both up- and down-sampling along the first axis.
+    #[test]
+    fn streamed_labels_equal_the_whole_resampling() {
+        let classes = 4;
+        for (net_shape, crop_shape, spacing, transposed_spacing, force) in [
+            ([9, 6, 7], [14, 5, 9], [1.5; 3], [1.0, 1.8, 1.2], None),
+            ([9, 6, 7], [5, 8, 9], [5.0, 1.0, 1.0], [8.0, 0.8, 0.8], None),
+            ([8, 6, 7], [11, 6, 5], [1.0, 5.0, 1.0], [0.7, 5.0, 1.4], Some(true)),
+            ([8, 6, 7], [6, 9, 10], [1.0, 1.0, 4.0], [1.3, 0.7, 3.0], Some(true)),
+        ] {
+            let voxels: usize = net_shape.iter().product();
+            let logits: Vec<f32> = (0..classes * voxels).map(|i| ((i * 7919) % 1009) as f32 * 0.01 - 5.0).collect();
+            let prepared = Prepared {
+                data: Vec::new(),
+                shape: net_shape,
+                transposed_shape: crop_shape,
+                transposed_spacing,
+                crop_start: [0; 3],
+                crop_shape,
+            };
+            let plan = test_plan(spacing, Resampling { order: 1, order_z: 0, force_separate_z: force });
+            // The whole array's resampling, class by class, then each voxel's first
+            // largest class.
+            let crop: usize = crop_shape.iter().product();
+            let back: Vec<Vec<f32>> = (0..classes)
+                .map(|c| {
+                    let channel = &logits[c * voxels..][..voxels];
+                    let r = plan.probabilities_resampling;
+                    resample_to_shape(channel, net_shape, crop_shape, spacing, transposed_spacing, r)
+                })
+                .collect();
+            let want: Vec<u16> = (0..crop)
+                .map(|v| (0..classes).fold(0, |b, c| if back[c][v] > back[b][v] { c } else { b }) as u16)
+                .collect();
+            let plane = net_shape[1] * net_shape[2];
+            for block in [1, 2, 5] {
+                let mut stream = LabelStream::new(classes, &prepared, &plan);
+                let mut z = 0;
+                while z < net_shape[0] {
+                    let rows = z..(z + block).min(net_shape[0]);
+                    let part: Vec<f32> = (0..classes)
+                        .flat_map(|c| {
+                            logits[(c * net_shape[0] + rows.start) * plane..(c * net_shape[0] + rows.end) * plane]
+                                .to_vec()
+                        })
+                        .collect();
+                    stream.push(rows.clone(), &part);
+                    z = rows.end;
+                }
+                assert_eq!(stream.finish(), want, "{net_shape:?} -> {crop_shape:?} {force:?}, blocks of {block}");
+            }
+        }
+    }
+
+    fn test_plan(spacing: [f64; 3], probabilities_resampling: Resampling) -> NnunetPlan {
+        NnunetPlan {
+            patch_size: [4; 3],
+            spacing,
+            transpose_forward: [0, 1, 2],
+            intensity: Intensity::ZScore { mean: 0.0, std: 1.0, clip_min_hu: -1000.0, clip_max_hu: 1000.0 },
+            data_resampling: Resampling { order: 3, order_z: 0, force_separate_z: None },
+            probabilities_resampling,
+            mirror_axes: Vec::new(),
+        }
     }
 }

@@ -73,7 +73,8 @@ pub struct WindowOptions {
 }
 
 /// Logits `[classes, d0, d1, d2]` (row-major) of `image` (`[d0, d1, d2]`, row-major),
-/// averaged over `folds`; calls `progress(done, total)` after every tile.
+/// averaged over `folds`; calls `progress(done, total)` after every tile. The whole
+/// array at once: [`predict_logit_rows`] streams it.
 pub fn predict_logits(
     folds: &[NnunetNet],
     classes: usize,
@@ -81,8 +82,35 @@ pub fn predict_logits(
     shape: [usize; 3],
     options: &WindowOptions,
     device: &Device,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Vec<f32> {
+    let plane = shape[1] * shape[2];
+    let mut logits = vec![0.0f32; classes * shape[0] * plane];
+    predict_logit_rows(folds, classes, image, shape, options, device, progress, |rows, values| {
+        let n = rows.len() * plane;
+        for c in 0..classes {
+            logits[(c * shape[0] + rows.start) * plane..][..n].copy_from_slice(&values[c * n..][..n]);
+        }
+    });
+    logits
+}
+
+/// [`predict_logits`] handed to `sink` a block of rows (along the first axis) at a
+/// time, in order, as soon as no later tile adds to them: `sink(rows, logits)` with
+/// `logits` `[classes, rows.len(), d1, d2]`. Only one patch's depth of weighted sums is
+/// held (tiles are placed row of tiles by row of tiles along the first axis), so memory
+/// is bounded by the patch, not the CT's length.
+#[allow(clippy::too_many_arguments)]
+pub fn predict_logit_rows(
+    folds: &[NnunetNet],
+    classes: usize,
+    image: &[f32],
+    shape: [usize; 3],
+    options: &WindowOptions,
+    device: &Device,
+    mut progress: impl FnMut(usize, usize),
+    mut sink: impl FnMut(std::ops::Range<usize>, &[f32]),
+) {
     let patch = options.patch;
     // Pad up to the patch where smaller: floor of the difference before, the rest after.
     let padded: [usize; 3] = std::array::from_fn(|a| shape[a].max(patch[a]));
@@ -97,13 +125,52 @@ pub fn predict_logits(
     }
     let steps = steps(padded, patch, options.step);
     let weight_map = gaussian(patch);
-    let voxels: usize = padded.iter().product();
-    let mut sum = vec![0.0f32; classes * voxels];
-    let mut weights = vec![0.0f32; voxels];
+    // Sums over padded rows `first..first + patch[0]` of the padded image.
+    let plane = padded[1] * padded[2];
+    let window = patch[0] * plane;
+    let mut sum = vec![0.0f32; classes * window];
+    let mut weights = vec![0.0f32; window];
+    let mut first = 0;
     let total = steps.iter().map(Vec::len).product();
     let mut done = 0;
     let mut tile = vec![0.0f32; patch.iter().product()];
+    let out_plane = shape[1] * shape[2];
+    // Hands padded rows `rows` (all final) to the sink, divided by the weights and cut
+    // from the padding.
+    let mut emit = |rows: std::ops::Range<usize>, first: usize, sum: &[f32], weights: &[f32]| {
+        let in_image = |z: usize| z.clamp(before[0], before[0] + shape[0]);
+        let image_rows = in_image(rows.start)..in_image(rows.end);
+        if image_rows.is_empty() {
+            return;
+        }
+        let n = image_rows.len();
+        let mut out = Vec::with_capacity(classes * n * out_plane);
+        for c in 0..classes {
+            for zp in image_rows.clone() {
+                for y in 0..shape[1] {
+                    let at = ((zp - first) * padded[1] + y + before[1]) * padded[2] + before[2];
+                    out.extend((0..shape[2]).map(|x| sum[c * window + at + x] / weights[at + x]));
+                }
+            }
+        }
+        sink(image_rows.start - before[0]..image_rows.end - before[0], &out);
+    };
     for &z0 in &steps[0] {
+        // Rows before this row of tiles are final: hand them on, slide the window (tiles
+        // overlap or touch along the first axis: the step is at most the patch).
+        assert!(z0 - first <= patch[0], "tile step above the patch");
+        if z0 > first {
+            emit(first..z0, first, &sum, &weights);
+            let shift = (z0 - first) * plane;
+            for c in 0..classes {
+                let channel = &mut sum[c * window..][..window];
+                channel.copy_within(shift.., 0);
+                channel[window - shift..].fill(0.0);
+            }
+            weights.copy_within(shift.., 0);
+            weights[window - shift..].fill(0.0);
+            first = z0;
+        }
         for &y0 in &steps[1] {
             for &x0 in &steps[2] {
                 let start = [z0, y0, x0];
@@ -112,12 +179,13 @@ pub fn predict_logits(
                 });
                 let logits = tile_logits(folds, &tile, patch, &options.mirror_axes, device);
                 let tile_voxels = tile.len();
-                for_each_row(patch, padded, start, |t, p| {
+                // The tile in window coordinates: its rows start at z0 - first = 0.
+                for_each_row(patch, [patch[0], padded[1], padded[2]], [0, y0, x0], |t, p| {
                     for x in 0..patch[2] {
                         let g = weight_map[t + x];
                         weights[p + x] += g;
                         for c in 0..classes {
-                            sum[c * voxels + p + x] += logits[c * tile_voxels + t + x] * g;
+                            sum[c * window + p + x] += logits[c * tile_voxels + t + x] * g;
                         }
                     }
                 });
@@ -126,23 +194,7 @@ pub fn predict_logits(
             }
         }
     }
-    // Divide by the weights and cut the padding off again, in place: no second array of
-    // classes x voxels. Every row moves to an index no later than its own, so rows
-    // written never overwrite rows still to be read.
-    let mut to = 0;
-    for c in 0..classes {
-        for z in 0..shape[0] {
-            for y in 0..shape[1] {
-                let at = ((z + before[0]) * padded[1] + y + before[1]) * padded[2] + before[2];
-                for x in 0..shape[2] {
-                    sum[to + x] = sum[c * voxels + at + x] / weights[at + x];
-                }
-                to += shape[2];
-            }
-        }
-    }
-    sum.truncate(to);
-    sum
+    emit(first..padded[0], first, &sum, &weights);
 }
 
 /// Calls `f(tile_offset, image_offset)` for every row (along the last axis) of a tile
