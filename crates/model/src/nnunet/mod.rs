@@ -12,7 +12,7 @@ mod window;
 pub use folder::{is_folder, read_state_dict, NnunetFolder, NnunetPlan, Resampling};
 pub use network::{from_state_dict, NnunetConfig, NnunetEnsemble, NnunetNet, StateDict, UnetClass};
 pub use tg263::tg263_name;
-pub use window::{gaussian, predict_logit_rows, predict_logits, steps, WindowOptions};
+pub use window::{gaussian, predict_logit_rows, steps, WindowOptions};
 
 use std::path::Path;
 

@@ -72,32 +72,10 @@ pub struct WindowOptions {
     pub mirror_axes: Vec<usize>,
 }
 
-/// Logits `[classes, d0, d1, d2]` (row-major) of `image` (`[d0, d1, d2]`, row-major),
-/// averaged over `folds`; calls `progress(done, total)` after every tile. The whole
-/// array at once: [`predict_logit_rows`] streams it.
-pub fn predict_logits(
-    folds: &[NnunetNet],
-    classes: usize,
-    image: &[f32],
-    shape: [usize; 3],
-    options: &WindowOptions,
-    device: &Device,
-    progress: impl FnMut(usize, usize),
-) -> Vec<f32> {
-    let plane = shape[1] * shape[2];
-    let mut logits = vec![0.0f32; classes * shape[0] * plane];
-    predict_logit_rows(folds, classes, image, shape, options, device, progress, |rows, values| {
-        let n = rows.len() * plane;
-        for c in 0..classes {
-            logits[(c * shape[0] + rows.start) * plane..][..n].copy_from_slice(&values[c * n..][..n]);
-        }
-    });
-    logits
-}
-
-/// [`predict_logits`] handed to `sink` a block of rows (along the first axis) at a
-/// time, in order, as soon as no later tile adds to them: `sink(rows, logits)` with
-/// `logits` `[classes, rows.len(), d1, d2]`. Only one patch's depth of weighted sums is
+/// Logits of `image` (`[d0, d1, d2]`, row-major), averaged over `folds`, handed to
+/// `sink` a block of rows (along the first axis) at a time, in order, as soon as no
+/// later tile adds to them: `sink(rows, logits)` with `logits` `[classes, rows.len(), d1,
+/// d2]`; `progress(done, total)` after every tile. Only one patch's depth of weighted sums is
 /// held (tiles are placed row of tiles by row of tiles along the first axis), so memory
 /// is bounded by the patch, not the CT's length.
 #[allow(clippy::too_many_arguments)]
