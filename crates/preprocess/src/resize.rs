@@ -68,9 +68,8 @@ pub fn rows_read(
         return rows;
     }
     // Taps move forward with the output row.
-    let taps = taps(n_in, n_out, interp);
-    let lo = taps[rows.start].iter().map(|&(k, _)| k).min().expect("a tap");
-    let hi = taps[rows.end - 1].iter().map(|&(k, _)| k).max().expect("a tap");
+    let lo = tap(rows.start, n_in, n_out, interp).iter().map(|&(k, _)| k).min().expect("a tap");
+    let hi = tap(rows.end - 1, n_in, n_out, interp).iter().map(|&(k, _)| k).max().expect("a tap");
     lo..hi + 1
 }
 
@@ -98,11 +97,11 @@ pub fn resize_rows(
     let mut data = if shape[0] == to[0] {
         block[(rows.start - first) * plane..(rows.end - first) * plane].to_vec()
     } else {
-        let taps = taps(shape[0], to[0], interp[0]);
         let mut out = vec![0.0; rows.len() * plane];
         out.par_chunks_mut(plane).zip(rows.clone()).for_each(|(dst, o)| {
+            let tap = tap(o, shape[0], to[0], interp[0]);
             for (i, v) in dst.iter_mut().enumerate() {
-                *v = taps[o].iter().map(|&(k, w)| block[(k - first) * plane + i] * w).sum();
+                *v = tap.iter().map(|&(k, w)| block[(k - first) * plane + i] * w).sum();
             }
         });
         out
@@ -157,35 +156,36 @@ const PAD: usize = 12;
 /// Per output voxel, the (index, weight) pairs it sums: indices into the line itself
 /// (linear, nearest) or into its padded B-spline coefficients (cubic).
 fn taps(n_in: usize, n_out: usize, interp: Interpolation) -> Vec<Vec<(usize, f64)>> {
+    (0..n_out).map(|o| tap(o, n_in, n_out, interp)).collect()
+}
+
+/// Output voxel `o`'s (index, weight) pairs (see [`taps`]).
+fn tap(o: usize, n_in: usize, n_out: usize, interp: Interpolation) -> Vec<(usize, f64)> {
     let clamp = |k: i64, n: usize| k.clamp(0, n as i64 - 1) as usize;
-    (0..n_out)
-        .map(|o| {
-            let x = source(o, n_in, n_out);
-            match interp {
-                Interpolation::Nearest => vec![(clamp((x + 0.5).floor() as i64, n_in), 1.0)],
-                Interpolation::Linear => {
-                    let f = x.floor();
-                    let t = x - f;
-                    let k = f as i64;
-                    vec![(clamp(k, n_in), 1.0 - t), (clamp(k + 1, n_in), t)]
-                }
-                Interpolation::Cubic => {
-                    let x = x + PAD as f64;
-                    let f = x.floor();
-                    let t = x - f;
-                    let start = f as i64 - 1;
-                    let w = [
-                        (1.0 - t).powi(3) / 6.0,
-                        (4.0 - 6.0 * t * t + 3.0 * t * t * t) / 6.0,
-                        (1.0 + 3.0 * t + 3.0 * t * t - 3.0 * t * t * t) / 6.0,
-                        t * t * t / 6.0,
-                    ];
-                    let n = n_in + 2 * PAD;
-                    (0..4).map(|j| (clamp(start + j as i64, n), w[j])).collect()
-                }
-            }
-        })
-        .collect()
+    let x = source(o, n_in, n_out);
+    match interp {
+        Interpolation::Nearest => vec![(clamp((x + 0.5).floor() as i64, n_in), 1.0)],
+        Interpolation::Linear => {
+            let f = x.floor();
+            let t = x - f;
+            let k = f as i64;
+            vec![(clamp(k, n_in), 1.0 - t), (clamp(k + 1, n_in), t)]
+        }
+        Interpolation::Cubic => {
+            let x = x + PAD as f64;
+            let f = x.floor();
+            let t = x - f;
+            let start = f as i64 - 1;
+            let w = [
+                (1.0 - t).powi(3) / 6.0,
+                (4.0 - 6.0 * t * t + 3.0 * t * t * t) / 6.0,
+                (1.0 + 3.0 * t + 3.0 * t * t - 3.0 * t * t * t) / 6.0,
+                t * t * t / 6.0,
+            ];
+            let n = n_in + 2 * PAD;
+            (0..4).map(|j| (clamp(start + j as i64, n), w[j])).collect()
+        }
+    }
 }
 
 /// The cubic B-spline coefficients of `line` padded by [`PAD`] edge values on each side
