@@ -110,7 +110,7 @@ struct Report {
 /// Wall times of one warm-up and then `repeat` training steps of a fresh AnatomyNet on
 /// one deterministic patch `[d, h, w]` (labels cycle through the classes in blocks).
 fn train_steps(config: &AnatomyNetConfig, device: &Device, [d, h, w]: [usize; 3], repeat: usize) -> Vec<f64> {
-    let image: Vec<f32> = (0..d * h * w).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let image = sample_input(d * h * w);
     let labels: Vec<u16> = (0..d * h * w).map(|i| ((i / 4096) % config.classes) as u16).collect();
     let annotated = vec![true; config.classes];
     let sample = Sample { image: &image, labels: &labels, shape: [w, h, d], annotated: &annotated };
@@ -132,6 +132,11 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// A deterministic input of `n` voxels in the network's usual range.
+fn sample_input(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect()
 }
 
 fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {
@@ -173,8 +178,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.train && !matches!(net, Net::AnatomyNet(_)) {
         bail!("--train times AnatomyNet training steps; this model is not an AnatomyNet");
     }
-    // A deterministic input in the network's usual range.
-    let input = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect() };
     type Pass<'a> = Box<dyn Fn() -> Result<Prediction> + 'a>;
     let (shape, classes, macs, pass): ([usize; 3], usize, u64, Pass) = match &net {
         Net::AnatomyNet(net) => {
@@ -182,7 +185,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 Some(Network::Anatomynet(config)) => config.clone(),
                 _ => AnatomyNetConfig::new(args.classes),
             };
-            let x = input(d * h * w);
+            let x = sample_input(d * h * w);
             let opts = Options { max_voxels: args.max_voxels, ..Options::default() };
             let pass = move || Ok(predict(net, &x, [w, h, d], on, &opts)?);
             ([d, h, w], config.classes, config.macs([d, h, w]), Box::new(pass))
@@ -190,7 +193,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Net::MultipathUnet(net) => {
             let segment = package.as_ref().and_then(|p| p.preprocess.segment);
             let [i, j, k] = segment.context("the package's model.toml gives no [preprocess] segment")?;
-            let x = input(i * j * k);
+            let x = sample_input(i * j * k);
             let pass = move || Ok(predict_multipath(net, &x, [i, j, k], on)?);
             ([k, j, i], 2, net.macs([i, j, k]), Box::new(pass))
         }
@@ -202,7 +205,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
             // One tile through one fold: the unit every sliding-window pass repeats.
             let patch = n.plan.patch_size;
-            let x = input(patch.iter().product());
+            let x = sample_input(patch.iter().product());
             let fold = &nets[0].folds[0];
             let pass = move || {
                 let start = std::time::Instant::now();
@@ -236,14 +239,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         argmax_ms: min(|t| t.argmax_ms),
         download_ms: min(|t| t.download_ms),
     };
-    let steps = match (&package, args.train) {
-        (_, false) => None,
-        (Some(package), true) => match &package.network {
-            Network::Anatomynet(config) => Some(train_steps(config, on, shape, args.repeat)),
-            _ => unreachable!("checked above: an AnatomyNet"),
-        },
-        (None, true) => Some(train_steps(&AnatomyNetConfig::new(args.classes), on, shape, args.repeat)),
-    };
+    // The package's AnatomyNet (checked above), else the random one of --classes.
+    let steps = args.train.then(|| match package.as_ref().map(|p| &p.network) {
+        Some(Network::Anatomynet(config)) => train_steps(config, on, shape, args.repeat),
+        _ => train_steps(&AnatomyNetConfig::new(args.classes), on, shape, args.repeat),
+    });
     let train_step_ms = steps.as_ref().map(|s| s.iter().copied().fold(f64::INFINITY, f64::min));
     let report = Report {
         device: selected.name.clone(),

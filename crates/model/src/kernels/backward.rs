@@ -11,7 +11,7 @@
 //! - `dL/dw[co][ci][a][b][c] = sum over voxels p of dL/dy[co][p] * x[ci][p + (a, b, c) -
 //!   k / 2]`, a correlation of the input with the output gradient: [`weight_grad`].
 //!
-//! The bias, batch norm and activation stay burn's ops (and burn's gradients).
+//! The bias stays burn's op; batch norm and the activation are [`super::batch_norm`]'s.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -19,29 +19,17 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, DispatchDevice, Flex, GradientCheckpointingStrategy};
+use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::conv3d::{self, Activation, Conv};
-
-/// Whether `device` is the CPU's autodiff device (flex, no gradient checkpointing),
-/// where [`conv3d_tracked`] runs.
-pub(crate) fn on_cpu_autodiff(device: &Device) -> bool {
-    match device.as_dispatch() {
-        DispatchDevice::Autodiff(inner) => {
-            matches!(**inner, DispatchDevice::Flex(_))
-                && inner.gradient_checkpointing_strategy() == GradientCheckpointingStrategy::Disabled
-        }
-        _ => false,
-    }
-}
+use super::{autodiff, tensor, values};
 
 /// `x * weight` (`[n, cin, d, h, w]` and `[cout, cin, kd, kh, kw]`, stride 1, "same"
 /// padding) on the CPU's autodiff device, differentiable in both.
 pub(crate) fn conv3d_tracked(x: Tensor<5>, weight: Tensor<5>) -> Tensor<5> {
-    let x = x.try_into_primitive::<Autodiff<Flex>>().expect("x on the CPU's autodiff device");
-    let weight = weight.try_into_primitive::<Autodiff<Flex>>().expect("weights on the CPU's autodiff device");
+    let (x, weight) = (autodiff(x), autodiff(weight));
     let output = match SameConv.prepare::<NoCheckpointing>([x.node(), weight.node()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
             let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
@@ -107,20 +95,6 @@ fn per_item(input: &[f32], [_, c, d, h, w]: [usize; 5], conv: &Conv) -> Vec<f32>
     })
 }
 
-/// An f32 tensor's values (borrowed where contiguous) and shape.
-pub(super) fn values<const D: usize>(t: &FlexTensor) -> (std::borrow::Cow<'_, [f32]>, [usize; D]) {
-    let dims: [usize; D] = t.layout().shape().dims();
-    let values = match t.as_slice::<f32>() {
-        Some(v) => v.into(),
-        None => t.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec().into(),
-    };
-    (values, dims)
-}
-
-pub(super) fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
 /// `[cout][cin][taps]` -> `[cin][cout][taps]` with the taps reversed: the weights that
 /// carry `dL/dy` back to `dL/dx` (reversing the flattened taps flips all three axes).
 fn transposed_flipped(weights: &[f32], [cout, cin, taps]: [usize; 3]) -> Vec<f32> {
@@ -140,11 +114,11 @@ const LANES: usize = 16;
 /// with its output gradient `dy` `[n, cout, d, h, w]`.
 ///
 /// Vector lanes run along W as in the forward kernel: a register tile holds the
-/// partial sums of `RC` output channels x the `kw` taps of one kernel row `(a, b)` of
-/// one input channel while a block of planes streams past (one `dy` vector per
-/// channel, one shifted `x` vector per tap); then the lanes are summed into f64. `dy`
-/// is copied with its rows zero-padded to whole vectors (so padding lanes add
-/// nothing), `x` with the convolution's halo.
+/// partial sums of `RC` output channels x 2 input channels x the `kw` taps of one
+/// kernel row `(a, b)` while a chunk of output rows streams past (see the tile). `x` is
+/// copied with the convolution's halo into a reused buffer; `dy` is read in place when
+/// its rows are whole vectors, else copied with its rows zero-padded to whole vectors
+/// (so padding lanes add nothing).
 fn weight_grad(x: &[f32], dy: &[f32], shape: [usize; 5], cout: usize, kernel: [usize; 3]) -> Vec<f32> {
     let tile = pick_tile().expect("weight_grad called on a CPU without a compiled tile (check conv3d::supported())");
     weight_grad_with(&tile, x, dy, shape, cout, kernel)
@@ -178,11 +152,11 @@ fn weight_grad_with(
         pad_into(&mut padded_x, &x[item * cin * d * h * w..][..cin * d * h * w], [cin, d, h, w], [dp, hp, wp], halo);
         let dy = &dy[item * cout * d * h * w..][..cout * d * h * w];
         // Rows of whole vectors are read in place; others are copied, zero-padded.
-        let padded_dy;
+        let mut padded_dy = Vec::new();
         let dy = if w == rows {
             dy
         } else {
-            padded_dy = pad(dy, [cout, d, h, w], [d, h, rows], [0; 3]);
+            pad_into(&mut padded_dy, dy, [cout, d, h, w], [d, h, rows], [0; 3]);
             &padded_dy
         };
         let job = WeightJob { x: &padded_x, dy, cin, cout, kernel, dims: [d, h, rows], padded: [dp, hp, wp] };
@@ -243,20 +217,6 @@ fn pad_into(
 fn add(mut a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
     a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
     a
-}
-
-/// `[c, d, h, w]` copied into the middle of a zeroed `[c, dp, hp, wp]`, `halo` voxels in
-/// from the start of each axis.
-fn pad(src: &[f32], [c, d, h, w]: [usize; 4], [dp, hp, wp]: [usize; 3], [pd, ph, pw]: [usize; 3]) -> Vec<f32> {
-    let mut out = vec![0f32; c * dp * hp * wp];
-    out.par_chunks_mut(dp * hp * wp).zip(src.par_chunks(d * h * w)).for_each(|(dst, src)| {
-        for (z, plane) in src.chunks(h * w).enumerate() {
-            for (y, row) in plane.chunks(w).enumerate() {
-                dst[((z + pd) * hp + y + ph) * wp + pw..][..w].copy_from_slice(row);
-            }
-        }
-    });
-    out
 }
 
 /// What one weight-gradient task reads.
@@ -585,7 +545,7 @@ mod tests {
     #[test]
     fn gradients_equal_burns_autodiff_convolution() {
         let device = Device::flex().autodiff();
-        assert!(on_cpu_autodiff(&device));
+        assert!(super::super::on_cpu_autodiff(&device));
         for (i, (shape, cout, kernel)) in CASES.into_iter().enumerate() {
             let (conv, x, r) = layer(shape, cout, kernel, i % 2 == 0, &device);
             let ours = gradients(&conv, &x, &r, |x| super::super::tracked_conv(x, &conv));
@@ -616,29 +576,24 @@ mod tests {
                 let y = per_item(xs, shape, &conv);
                 y.iter().zip(&rs).map(|(&y, &r)| y as f64 * r as f64).sum()
             };
-            let eps = 0.25;
-            for k in [0, xs.len() / 3, xs.len() - 1, 7 * i % xs.len()] {
-                let (mut up, mut down) = (xs.clone(), xs.clone());
-                up[k] += eps;
-                down[k] -= eps;
-                let numeric = (loss(&up, &ws) - loss(&down, &ws)) / (2.0 * eps as f64);
-                assert!(
-                    (numeric - dx[k] as f64).abs() <= 1e-3 * numeric.abs().max(1.0),
-                    "dL/dx[{k}] {shape:?}: {} vs {numeric}",
-                    dx[k]
-                );
-            }
-            for k in [0, ws.len() / 2, ws.len() - 1, 5 * i % ws.len()] {
-                let (mut up, mut down) = (ws.clone(), ws.clone());
-                up[k] += eps;
-                down[k] -= eps;
-                let numeric = (loss(&xs, &up) - loss(&xs, &down)) / (2.0 * eps as f64);
-                assert!(
-                    (numeric - dw[k] as f64).abs() <= 1e-3 * numeric.abs().max(1.0),
-                    "dL/dw[{k}] {shape:?}: {} vs {numeric}",
-                    dw[k]
-                );
-            }
+            // Central differences of the loss in `values` (`x` or the weights) at entries `at`.
+            let check =
+                |what: &str, values: &[f32], grad: &[f32], at: [usize; 4], loss_with: &dyn Fn(&[f32]) -> f64| {
+                    let eps = 0.25;
+                    for k in at {
+                        let (mut up, mut down) = (values.to_vec(), values.to_vec());
+                        up[k] += eps;
+                        down[k] -= eps;
+                        let numeric = (loss_with(&up) - loss_with(&down)) / (2.0 * eps as f64);
+                        assert!(
+                            (numeric - grad[k] as f64).abs() <= 1e-3 * numeric.abs().max(1.0),
+                            "dL/d{what}[{k}] {shape:?}: {} vs {numeric}",
+                            grad[k]
+                        );
+                    }
+                };
+            check("x", &xs, &dx, [0, xs.len() / 3, xs.len() - 1, 7 * i % xs.len()], &|x| loss(x, &ws));
+            check("w", &ws, &dw, [0, ws.len() / 2, ws.len() - 1, 5 * i % ws.len()], &|w| loss(&xs, w));
         }
     }
 

@@ -24,8 +24,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::backward::{on_cpu_autodiff, tensor, values};
-use super::Activation;
+use super::{autodiff, lane_sum, on_cpu_autodiff, tensor, values, Activation};
 
 /// Whether [`batch_norm_act`] runs `bn` on `y`: the CPU's autodiff device, a layer
 /// that trains (burn's own op keeps a frozen layer in inference mode).
@@ -36,13 +35,7 @@ pub(crate) fn trains_here(y: &Tensor<5>, bn: &BatchNorm) -> bool {
 /// `act(bn(y))` with batch statistics, differentiable in `y`, `γ` and `β`; updates
 /// `bn`'s running mean and variance.
 pub(crate) fn batch_norm_act(y: Tensor<5>, bn: &BatchNorm, act: Activation) -> Tensor<5> {
-    let slope = match act {
-        Activation::Identity => 1.0,
-        Activation::LeakyRelu(slope) => slope,
-    };
-    let autodiff = |t: Tensor<1>| t.try_into_primitive::<Autodiff<Flex>>().expect("on the CPU's autodiff device");
-    let (gamma, beta) = (autodiff(bn.gamma.val()), autodiff(bn.beta.val()));
-    let y = y.try_into_primitive::<Autodiff<Flex>>().expect("on the CPU's autodiff device");
+    let (gamma, beta, y) = (autodiff(bn.gamma.val()), autodiff(bn.beta.val()), autodiff(y));
     let (gammas, _) = values::<1>(gamma.primitive());
     let (betas, _) = values::<1>(beta.primitive());
     let (input, dims) = values::<5>(y.primitive());
@@ -53,7 +46,7 @@ pub(crate) fn batch_norm_act(y: Tensor<5>, bn: &BatchNorm, act: Activation) -> T
         scale: scales,
         gamma: gammas.to_vec(),
         beta: betas.to_vec(),
-        slope,
+        act,
     };
     let out = tensor(norm.forward(&input, dims), dims);
     drop(input);
@@ -92,46 +85,26 @@ fn statistics(values: &[f32], [n, c, d, h, w]: [usize; 5]) -> Vec<(f64, f64)> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mean = items(ch).map(|v| lane_sum(v, v, |a, _| a)).sum::<f64>() / count;
+            let mean = items(ch).map(|v| lane_sum(v, |a| a)).sum::<f64>() / count;
             let m = mean as f32;
-            let var = items(ch).map(|v| lane_sum(v, v, |a, _| (a - m) * (a - m))).sum::<f64>() / count;
+            let var = items(ch).map(|v| lane_sum(v, |a| (a - m) * (a - m))).sum::<f64>() / count;
             (mean, var)
         })
         .collect()
-}
-
-/// `Σ term(a[i], b[i])`: sums of 16 f32 lanes (vectorised) per block of 4096, the blocks
-/// summed in f64.
-fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f64 {
-    a.chunks(4096)
-        .zip(b.chunks(4096))
-        .map(|(a, b)| {
-            let mut lanes = [0f32; 16];
-            let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
-            let rest: f32 = a16.remainder().iter().zip(b16.remainder()).map(|(&a, &b)| term(a, b)).sum();
-            for (a, b) in a16.zip(b16) {
-                for l in 0..16 {
-                    lanes[l] += term(a[l], b[l]);
-                }
-            }
-            lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64
-        })
-        .sum()
 }
 
 /// The operation's node: the graph id of `y` and what the forward pass computed.
 #[derive(Debug)]
 struct BatchNormAct;
 
-/// Per channel: `mean`, `1 / sqrt(var + eps)`, `γ`, `β`; the activation's slope below 0
-/// (1: none).
+/// Per channel: `mean`, `1 / sqrt(var + eps)`, `γ`, `β`; the activation after them.
 #[derive(Debug, Clone)]
 struct Normalised {
     mean: Vec<f64>,
     scale: Vec<f64>,
     gamma: Vec<f32>,
     beta: Vec<f32>,
-    slope: f32,
+    act: Activation,
 }
 
 impl Normalised {
@@ -142,7 +115,7 @@ impl Normalised {
             b: (-self.mean[ch] * self.scale[ch]) as f32,
             gamma: self.gamma[ch],
             beta: self.beta[ch],
-            slope: self.slope,
+            slope: self.act.slope(),
         }
     }
 
@@ -151,10 +124,7 @@ impl Normalised {
         let mut out = vec![0f32; values.len()];
         out.par_chunks_mut(voxels).zip(values.par_chunks(voxels)).enumerate().for_each(|(nc, (out, y))| {
             let k = self.channel(nc % c);
-            out.iter_mut().zip(y).for_each(|(o, &y)| {
-                let z = k.z(k.xhat(y));
-                *o = if z < 0.0 { z * k.slope } else { z };
-            });
+            out.iter_mut().zip(y).for_each(|(o, &y)| *o = self.act.apply(k.z(k.xhat(y))));
         });
         out
     }

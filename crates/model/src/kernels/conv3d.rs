@@ -30,6 +30,14 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The activation's slope below 0 (1: none): its derivative there.
+    pub(crate) fn slope(self) -> f32 {
+        match self {
+            Activation::Identity => 1.0,
+            Activation::LeakyRelu(slope) => slope,
+        }
+    }
+
     #[inline(always)]
     pub(crate) fn apply(self, y: f32) -> f32 {
         match self {

@@ -23,7 +23,9 @@ mod conv3d;
 mod pool;
 mod residual;
 
-use burn::backend::{DispatchDevice, Flex};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, DispatchDevice, Flex, GradientCheckpointingStrategy};
 use burn::nn::conv::{Conv3d, ConvTranspose3d};
 use burn::nn::{BatchNorm, InstanceNorm, PaddingConfig3d};
 use burn::prelude::*;
@@ -122,7 +124,7 @@ pub fn conv_transpose(x: Tensor<5>, up: &ConvTranspose3d) -> Tensor<5> {
 /// CPU instead of three (and, training, one operation of the autodiff graph:
 /// [`residual`]).
 pub fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, act: Activation) -> Tensor<5> {
-    if backward::on_cpu_autodiff(&h.device()) {
+    if on_cpu_autodiff(&h.device()) {
         return residual::gate_add_act(h, gate, residual, act);
     }
     if !on_cpu_backend(&h) {
@@ -195,29 +197,31 @@ pub fn instance_norm_affine_act(x: Tensor<5>, norm: &InstanceNorm, act: Activati
     Tensor::from_data(TensorData::new(v, dims), &device)
 }
 
-/// Mean and population variance, in two passes (no cancellation) summed in f64 over
-/// blocks whose sums run in 16 independent f32 lanes (vectorised; a single f64 sum is
-/// a serial chain of dependent adds, a sixth of nnU-Net's time at 128^3).
+/// Mean and population variance, in two passes (no cancellation), by [`lane_sum`].
 fn mean_variance(values: &[f32]) -> (f64, f64) {
-    fn sum(values: &[f32], term: impl Fn(f32) -> f32) -> f64 {
-        values
-            .chunks(4096)
-            .map(|block| {
-                let mut lanes = [0f32; 16];
-                let whole = block.chunks_exact(16);
-                let rest: f32 = whole.remainder().iter().map(|&a| term(a)).sum();
-                for sixteen in whole {
-                    lanes.iter_mut().zip(sixteen).for_each(|(l, &a)| *l += term(a));
-                }
-                lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64
-            })
-            .sum()
-    }
     let n = values.len() as f64;
-    let mean = sum(values, |a| a) / n;
+    let mean = lane_sum(values, |a| a) / n;
     let m = mean as f32;
-    let var = sum(values, |a| (a - m) * (a - m)) / n;
+    let var = lane_sum(values, |a| (a - m) * (a - m)) / n;
     (mean, var)
+}
+
+/// `Σ term(v)`, summed in f64 over blocks of 4096 whose sums run in 16 independent f32
+/// lanes (vectorised; a single f64 sum is a serial chain of dependent adds, a sixth of
+/// nnU-Net's time at 128^3 in the instance norms).
+fn lane_sum(values: &[f32], term: impl Fn(f32) -> f32) -> f64 {
+    values
+        .chunks(4096)
+        .map(|block| {
+            let mut lanes = [0f32; 16];
+            let whole = block.chunks_exact(16);
+            let rest: f32 = whole.remainder().iter().map(|&a| term(a)).sum();
+            for sixteen in whole {
+                lanes.iter_mut().zip(sixteen).for_each(|(l, &a)| *l += term(a));
+            }
+            lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64
+        })
+        .sum()
 }
 
 /// Inference on the CPU backend, a convolution [`own_kernel`] runs.
@@ -228,7 +232,7 @@ fn runs_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
 /// Training on the CPU backend, a stride-1 convolution [`own_kernel`] runs (forward and
 /// backward; the strided stem keeps burn's op).
 fn trains_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
-    backward::on_cpu_autodiff(&x.device()) && conv.stride == [1; 3] && own_kernel(conv)
+    on_cpu_autodiff(&x.device()) && conv.stride == [1; 3] && own_kernel(conv)
 }
 
 /// A "same" convolution (padding `k / 2`, any stride) of a kernel shape
@@ -263,6 +267,39 @@ fn on_cpu_backend(t: &Tensor<5>) -> bool {
 /// Whether `device` is flex without autodiff: where voxseg's own kernels run.
 pub(crate) fn on_cpu(device: &Device) -> bool {
     matches!(device.as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// Whether `device` is the CPU's autodiff device (flex, no gradient checkpointing):
+/// where the training operations ([`backward`], [`batch_norm`], [`residual`]) run.
+fn on_cpu_autodiff(device: &Device) -> bool {
+    match device.as_dispatch() {
+        DispatchDevice::Autodiff(inner) => {
+            matches!(**inner, DispatchDevice::Flex(_))
+                && inner.gradient_checkpointing_strategy() == GradientCheckpointingStrategy::Disabled
+        }
+        _ => false,
+    }
+}
+
+/// A tensor on the CPU's autodiff device as burn-autodiff's primitive (its graph node
+/// and its flex tensor), for the training operations.
+fn autodiff<const D: usize>(t: Tensor<D>) -> FloatTensor<Autodiff<Flex>> {
+    t.try_into_primitive::<Autodiff<Flex>>().expect("on the CPU's autodiff device")
+}
+
+/// A flex tensor's f32 values (borrowed where contiguous) and shape.
+fn values<const D: usize>(t: &FlexTensor) -> (std::borrow::Cow<'_, [f32]>, [usize; D]) {
+    let dims: [usize; D] = t.layout().shape().dims();
+    let values = match t.as_slice::<f32>() {
+        Some(v) => v.into(),
+        None => t.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec().into(),
+    };
+    (values, dims)
+}
+
+/// A flex tensor of `values` in `shape`.
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 impl Activation {

@@ -17,21 +17,14 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::backward::{tensor, values};
-use super::Activation;
+use super::{autodiff, tensor, values, Activation};
 
 /// `act(h * gate + residual)` on the CPU's autodiff device, `gate` one factor per
 /// `[n, c]` (all ones where `None`), differentiable in all three.
 pub(crate) fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, act: Activation) -> Tensor<5> {
     let [n, c, _, _, _] = h.dims();
     let gate = gate.unwrap_or_else(|| Tensor::ones([n, c], &h.device()));
-    let autodiff = |t: Tensor<5>| t.try_into_primitive::<Autodiff<Flex>>().expect("on the CPU's autodiff device");
-    let gate = gate.try_into_primitive::<Autodiff<Flex>>().expect("on the CPU's autodiff device");
-    let (h, residual) = (autodiff(h), autodiff(residual));
-    let slope = match act {
-        Activation::Identity => 1.0,
-        Activation::LeakyRelu(slope) => slope,
-    };
+    let (h, gate, residual) = (autodiff(h), autodiff(gate), autodiff(residual));
     let (gates, _) = values::<2>(gate.primitive());
     let gates = gates.into_owned();
     let (hs, dims) = values::<5>(h.primitive());
@@ -42,8 +35,7 @@ pub(crate) fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tens
         |(nc, (o, (h, r)))| {
             let g = gates[nc];
             for ((o, &h), &r) in o.iter_mut().zip(h).zip(r) {
-                let z = h * g + r;
-                *o = if z < 0.0 { z * slope } else { z };
+                *o = act.apply(h * g + r);
             }
         },
     );
@@ -55,7 +47,7 @@ pub(crate) fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tens
         .stateful()
     {
         OpsKind::Tracked(mut prep) => {
-            let state = Saved { h: prep.checkpoint(&h), gates, out: out.clone(), slope };
+            let state = Saved { h: prep.checkpoint(&h), gates, out: out.clone(), slope: act.slope() };
             prep.finish(state, out)
         }
         OpsKind::UnTracked(prep) => prep.finish(out),
@@ -122,9 +114,7 @@ mod tests {
     use burn::tensor::activation::leaky_relu;
     use burn::tensor::Distribution;
 
-    fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        super::super::floats(t)
-    }
+    use super::super::floats;
 
     /// Equal to burn's multiplication, addition and LeakyReLU: the output and the
     /// gradients of `h`, the gate and the residual, with and without a gate, a batch of
