@@ -22,8 +22,10 @@ use voxseg::segment::Model;
 ///
 /// --train (AnatomyNet) also times training steps on one patch of --shape, as `voxseg
 /// train` runs them: upload, forward with batch statistics, loss, backward, Adam
-/// update, one warm-up step then --repeat timed; `train_step_ms` (minimum) sits next
-/// to `forward_ms` and `train_to_forward` is their ratio.
+/// update, one warm-up step then --repeat timed, each right after a timed forward
+/// pass (a machine whose speed drifts slows both alike); `train_step_ms` (minimum)
+/// sits next to `forward_ms` and `train_to_forward` is their ratio. The memory peaks
+/// then include the training steps.
 ///
 /// AnatomyNet runs the whole volume in one pass; --max-voxels N runs the exact slab
 /// path instead (trunk on the whole volume, full-resolution tail in z-slabs of at
@@ -107,23 +109,37 @@ struct Report {
     train_to_forward: Option<f64>,
 }
 
-/// Wall times of one warm-up and then `repeat` training steps of a fresh AnatomyNet on
-/// one deterministic patch `[d, h, w]` (labels cycle through the classes in blocks).
-fn train_steps(config: &AnatomyNetConfig, device: &Device, [d, h, w]: [usize; 3], repeat: usize) -> Vec<f64> {
-    let image = sample_input(d * h * w);
-    let labels: Vec<u16> = (0..d * h * w).map(|i| ((i / 4096) % config.classes) as u16).collect();
-    let annotated = vec![true; config.classes];
-    let sample = Sample { image: &image, labels: &labels, shape: [w, h, d], annotated: &annotated };
-    let mut trainer = Trainer::new(config, device, 0);
-    let loss = LossConfig::default();
-    trainer.step(&sample, 1e-3, &loss);
-    (0..repeat)
-        .map(|_| {
-            let start = std::time::Instant::now();
-            trainer.step(&sample, 1e-3, &loss);
-            start.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect()
+/// Training steps of a fresh AnatomyNet on one deterministic patch `[d, h, w]` (labels
+/// cycle through the classes in blocks), as `voxseg train` runs them.
+struct TrainingSteps {
+    trainer: Trainer,
+    image: Vec<f32>,
+    labels: Vec<u16>,
+    annotated: Vec<bool>,
+    shape: [usize; 3],
+}
+
+impl TrainingSteps {
+    /// A trainer that has taken one warm-up step.
+    fn new(config: &AnatomyNetConfig, device: &Device, [d, h, w]: [usize; 3]) -> TrainingSteps {
+        let mut steps = TrainingSteps {
+            trainer: Trainer::new(config, device, 0),
+            image: sample_input(d * h * w),
+            labels: (0..d * h * w).map(|i| ((i / 4096) % config.classes) as u16).collect(),
+            annotated: vec![true; config.classes],
+            shape: [w, h, d],
+        };
+        steps.step();
+        steps
+    }
+
+    /// One step's wall time in ms.
+    fn step(&mut self) -> f64 {
+        let sample = Sample { image: &self.image, labels: &self.labels, shape: self.shape, annotated: &self.annotated };
+        let start = std::time::Instant::now();
+        self.trainer.step(&sample, 1e-3, &LossConfig::default());
+        start.elapsed().as_secs_f64() * 1000.0
+    }
 }
 
 /// Peak resident set size of this process in MiB, from /proc (Linux only).
@@ -228,9 +244,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
             (patch, n.unet.classes, n.unet.macs(patch), Box::new(pass))
         }
     };
+    // The package's AnatomyNet (checked above), else the random one of --classes.
+    let mut training = args.train.then(|| match package.as_ref().map(|p| &p.network) {
+        Some(Network::Anatomynet(config)) => TrainingSteps::new(config, on, shape),
+        _ => TrainingSteps::new(&AnatomyNetConfig::new(args.classes), on, shape),
+    });
     reset_device_memory_peak();
     let warm = pass()?;
-    let runs: Vec<Timings> = (0..args.repeat).map(|_| pass().map(|p| p.timings)).collect::<Result<_>>()?;
+    // Forward passes and training steps alternate, so that a machine whose speed drifts
+    // (a shared virtual machine) slows both alike and their ratio stays fair.
+    let mut steps = Vec::new();
+    let mut runs = Vec::new();
+    for _ in 0..args.repeat {
+        runs.push(pass()?.timings);
+        steps.extend(training.as_mut().map(TrainingSteps::step));
+    }
+    let steps = training.is_some().then_some(steps);
     let peak_device = device_memory_peak(on);
     let min = |f: fn(&Timings) -> f64| runs.iter().map(f).fold(f64::INFINITY, f64::min);
     let min_ms = Timings {
@@ -239,11 +268,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         argmax_ms: min(|t| t.argmax_ms),
         download_ms: min(|t| t.download_ms),
     };
-    // The package's AnatomyNet (checked above), else the random one of --classes.
-    let steps = args.train.then(|| match package.as_ref().map(|p| &p.network) {
-        Some(Network::Anatomynet(config)) => train_steps(config, on, shape, args.repeat),
-        _ => train_steps(&AnatomyNetConfig::new(args.classes), on, shape, args.repeat),
-    });
     let train_step_ms = steps.as_ref().map(|s| s.iter().copied().fold(f64::INFINITY, f64::min));
     let report = Report {
         device: selected.name.clone(),

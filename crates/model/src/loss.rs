@@ -48,9 +48,20 @@ fn merged(x: Tensor<5>, annotated: &[bool]) -> Tensor<5> {
 ///
 /// Dice is averaged over the annotated foreground classes (summed over the batch,
 /// as nnU-Net's batch Dice); focal is averaged over voxels.
+///
+/// On the CPU's training device this is one operation with its own backward pass
+/// (`kernels::segmentation_loss`); elsewhere burn's ops.
 pub fn segmentation_loss(logits: Tensor<5>, target: Tensor<5>, annotated: &[bool], config: &LossConfig) -> Tensor<1> {
     let [_, classes, _, _, _] = logits.dims();
     assert_eq!(annotated.len(), classes, "one annotated flag per class");
+    if crate::kernels::on_cpu_autodiff(&logits.device()) {
+        return crate::kernels::segmentation_loss(logits, target, annotated, config);
+    }
+    in_burns_ops(logits, target, annotated, config)
+}
+
+/// [`segmentation_loss`] as burn's tensor operations (any device).
+pub(crate) fn in_burns_ops(logits: Tensor<5>, target: Tensor<5>, annotated: &[bool], config: &LossConfig) -> Tensor<1> {
     let p = merged(softmax(logits, 1), annotated);
     let y = merged(target, annotated);
     let [n, k, d, h, w] = p.dims();

@@ -33,6 +33,7 @@ pub struct Sample<'a> {
 impl Trainer {
     /// Fresh weights, drawn reproducibly from `seed`.
     pub fn new(config: &AnatomyNetConfig, device: &Device, seed: u64) -> Trainer {
+        keep_freed_memory();
         let plain = device.clone();
         let device = plain.clone().autodiff();
         device.seed(seed);
@@ -42,6 +43,7 @@ impl Trainer {
 
     /// Weights and optimizer state from a checkpoint written by [`Trainer::save`].
     pub fn resume(config: &AnatomyNetConfig, device: &Device, dir: &Path) -> Result<Trainer, Error> {
+        keep_freed_memory();
         let plain = device.clone();
         let device = plain.clone().autodiff();
         let net = crate::weights::load(config, &dir.join("model.bpk"), &device)?;
@@ -84,6 +86,22 @@ impl Trainer {
             .map_err(|e| e.to_string())
             .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()))
             .map_err(|reason| Error::WeightsUnwritable { path, reason })
+    }
+}
+
+/// Asks glibc's allocator to keep freed memory for the next allocation instead of
+/// handing it back to the kernel. A training step allocates and frees the same few
+/// hundred MB of activations and gradients every step, in blocks above glibc's largest
+/// mmap threshold (32 MiB), so each came back as fresh pages: a fault and a clearing per
+/// 4 KiB, 8% of a step's CPU time on a 96^3 AnatomyNet patch. The process's peak memory
+/// is unchanged (what is kept is what the previous step used). Other C libraries keep
+/// their own behaviour.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // Safety: mallopt only sets allocator parameters; both values are in range.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
 

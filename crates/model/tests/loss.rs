@@ -62,12 +62,14 @@ fn loss_of(device: &Device, values: &[f32], annotated: &[bool], c: &LossConfig) 
 
 #[test]
 fn equals_the_definition_with_and_without_missing_classes() {
-    let device = cpu().device;
-    let config = LossConfig { dice_weight: 0.7, focal_weight: 1.3, focal_gamma: 2.0, dice_smooth: 1.0 };
-    for annotated in [[true, true, true], [true, false, true], [true, false, false]] {
-        let got = loss_of(&device, &logits(), &annotated, &config);
-        let want = reference(&logits(), &labels(), &annotated, &config);
-        assert!((f64::from(got) - want).abs() < 1e-5, "{annotated:?}: {got} vs {want}");
+    // burn's ops (inference device) and the CPU's training operation (autodiff device).
+    for device in [cpu().device, cpu().device.autodiff()] {
+        let config = LossConfig { dice_weight: 0.7, focal_weight: 1.3, focal_gamma: 2.0, dice_smooth: 1.0 };
+        for annotated in [[true, true, true], [true, false, true], [true, false, false]] {
+            let got = loss_of(&device, &logits(), &annotated, &config);
+            let want = reference(&logits(), &labels(), &annotated, &config);
+            assert!((f64::from(got) - want).abs() < 1e-5, "{device:?} {annotated:?}: {got} vs {want}");
+        }
     }
 }
 

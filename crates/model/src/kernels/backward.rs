@@ -26,23 +26,28 @@ use rayon::prelude::*;
 use super::conv3d::{self, Activation, Conv};
 use super::{autodiff, tensor, values};
 
-/// `x * weight` (`[n, cin, d, h, w]` and `[cout, cin, kd, kh, kw]`, stride 1, "same"
-/// padding) on the CPU's autodiff device, differentiable in both.
-pub(crate) fn conv3d_tracked(x: Tensor<5>, weight: Tensor<5>) -> Tensor<5> {
+/// `x * weight` (`[n, cin, d, h, w]` and `[cout, cin, kd, kh, kw]`, "same" padding)
+/// on the CPU's autodiff device, differentiable in the weights, and in `x` at stride 1
+/// (a strided convolution's input gradient is not computed here: callers give one
+/// only an input that needs none, as AnatomyNet's stem).
+pub(crate) fn conv3d_tracked(x: Tensor<5>, weight: Tensor<5>, stride: [usize; 3]) -> Tensor<5> {
     let (x, weight) = (autodiff(x), autodiff(weight));
-    let output = match SameConv.prepare::<NoCheckpointing>([x.node(), weight.node()]).compute_bound().stateful() {
+    let op = SameConv { stride };
+    let output = match op.prepare::<NoCheckpointing>([x.node(), weight.node()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
             let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
-            prep.finish(state, forward(x.primitive(), weight.primitive()))
+            prep.finish(state, forward(x.primitive(), weight.primitive(), stride))
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), weight.primitive())),
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), weight.primitive(), stride)),
     };
     Tensor::from_primitive::<Autodiff<Flex>>(output)
 }
 
-/// The operation's node: its state is the graph ids of `x` and the weights.
+/// The operation's node (its stride): its state is the graph ids of `x` and the weights.
 #[derive(Debug)]
-struct SameConv;
+struct SameConv {
+    stride: [usize; 3],
+}
 
 impl Backward<Flex, 2> for SameConv {
     type State = (NodeId, NodeId);
@@ -53,9 +58,11 @@ impl Backward<Flex, 2> for SameConv {
         let (x, weight) = ops.state;
         let x = checkpointer.retrieve_node_output::<FlexTensor>(x);
         let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight);
-        let (dy, [n, cout, d, h, w]) = values(&grad);
+        let (dy, [n, cout, _, _, _]) = values::<5>(&grad);
         let (weights, [_, cin, kd, kh, kw]) = values(&weight);
+        let (xs, [_, _, d, h, w]) = values::<5>(&x);
         if let Some(node) = node_x {
+            assert_eq!(self.stride, [1; 3], "a strided convolution's input gradient");
             let flipped = Conv {
                 cin: cout,
                 cout: cin,
@@ -64,35 +71,22 @@ impl Backward<Flex, 2> for SameConv {
                 weights: transposed_flipped(&weights, [cout, cin, kd * kh * kw]),
                 bias: vec![0.0; cin],
             };
-            let dx = per_item(&dy, [n, cout, d, h, w], &flipped);
+            let dx = conv3d::conv3d_items(&dy, [n, cout, d, h, w], &flipped, Activation::Identity);
             grads.register::<Flex>(node.id, tensor(dx, [n, cin, d, h, w]));
         }
         if let Some(node) = node_weight {
-            let (x, _) = values::<5>(&x);
-            let dw = weight_grad(&x, &dy, [n, cin, d, h, w], cout, [kd, kh, kw]);
+            let dw = weight_grad(&xs, &dy, [n, cin, d, h, w], cout, [kd, kh, kw], self.stride);
             grads.register::<Flex>(node.id, tensor(dw, [cout, cin, kd, kh, kw]));
         }
     }
 }
 
-fn forward(x: &FlexTensor, weight: &FlexTensor) -> FlexTensor {
+fn forward(x: &FlexTensor, weight: &FlexTensor, stride: [usize; 3]) -> FlexTensor {
     let (x, [n, cin, d, h, w]) = values(x);
     let (weights, [cout, _, kd, kh, kw]) = values(weight);
-    let conv =
-        Conv { cin, cout, kernel: [kd, kh, kw], stride: [1; 3], weights: weights.into_owned(), bias: vec![0.0; cout] };
-    tensor(per_item(&x, [n, cin, d, h, w], &conv), [n, cout, d, h, w])
-}
-
-/// [`conv3d`] on each item of a batch `[n, c, d, h, w]`.
-/// The first item's output is the result's buffer (a batch of one is not copied).
-fn per_item(input: &[f32], [_, c, d, h, w]: [usize; 5], conv: &Conv) -> Vec<f32> {
-    let mut items =
-        input.chunks(c * d * h * w).map(|one| conv3d::conv3d(one, [c, d, h, w], conv, Activation::Identity));
-    let first = items.next().expect("a batch of at least one");
-    items.fold(first, |mut all, next| {
-        all.extend_from_slice(&next);
-        all
-    })
+    let conv = Conv { cin, cout, kernel: [kd, kh, kw], stride, weights: weights.into_owned(), bias: vec![0.0; cout] };
+    let out = [n, cout, d.div_ceil(stride[0]), h.div_ceil(stride[1]), w.div_ceil(stride[2])];
+    tensor(conv3d::conv3d_items(&x, [n, cin, d, h, w], &conv, Activation::Identity), out)
 }
 
 /// `[cout][cin][taps]` -> `[cin][cout][taps]` with the taps reversed: the weights that
@@ -111,17 +105,25 @@ fn transposed_flipped(weights: &[f32], [cout, cin, taps]: [usize; 3]) -> Vec<f32
 const LANES: usize = 16;
 
 /// `dL/dw`, `[cout][cin][kd][kh][kw]`, summed over the batch `x` `[n, cin, d, h, w]`
-/// with its output gradient `dy` `[n, cout, d, h, w]`.
+/// with its output gradient `dy` `[n, cout, d', h', w']` (`n' = ceil(n / stride)`).
 ///
 /// Vector lanes run along W as in the forward kernel: a register tile holds the
 /// partial sums of `RC` output channels x 2 input channels x the `kw` taps of one
 /// kernel row `(a, b)` while a chunk of output rows streams past (see the tile). `x` is
-/// copied with the convolution's halo into a reused buffer; `dy` is read in place when
-/// its rows are whole vectors, else copied with its rows zero-padded to whole vectors
-/// (so padding lanes add nothing).
-fn weight_grad(x: &[f32], dy: &[f32], shape: [usize; 5], cout: usize, kernel: [usize; 3]) -> Vec<f32> {
+/// copied with the convolution's halo into a reused buffer, a stride along W storing
+/// each row as its phases (as [`conv3d`] does, so a tap reads one contiguous vector);
+/// `dy` is read in place when its rows are whole vectors, else copied with its rows
+/// zero-padded to whole vectors (so padding lanes add nothing).
+pub(crate) fn weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    shape: [usize; 5],
+    cout: usize,
+    kernel: [usize; 3],
+    stride: [usize; 3],
+) -> Vec<f32> {
     let tile = pick_tile().expect("weight_grad called on a CPU without a compiled tile (check conv3d::supported())");
-    weight_grad_with(&tile, x, dy, shape, cout, kernel)
+    weight_grad_with(&tile, x, dy, shape, cout, kernel, stride)
 }
 
 fn weight_grad_with(
@@ -131,42 +133,58 @@ fn weight_grad_with(
     [n, cin, d, h, w]: [usize; 5],
     cout: usize,
     kernel: [usize; 3],
+    stride: [usize; 3],
 ) -> Vec<f32> {
     assert!(conv3d::handles(kernel), "kernel {kernel:?}");
+    let [sd, sh, sw] = stride;
+    let (dout, hout, wout) = (d.div_ceil(sd), h.div_ceil(sh), w.div_ceil(sw));
     assert_eq!(x.len(), n * cin * d * h * w, "input size");
-    assert_eq!(dy.len(), n * cout * d * h * w, "output gradient size");
+    assert_eq!(dy.len(), n * cout * dout * hout * wout, "output gradient size");
     let [kd, kh, kw] = kernel;
     let halo = [kd / 2, kh / 2, kw / 2];
-    let rows = w.div_ceil(LANES) * LANES;
-    let (dp, hp, wp) = (d + 2 * halo[0], h + 2 * halo[1], rows + 2 * halo[2]);
+    let rows = wout.div_ceil(LANES) * LANES;
+    let phase = rows + (kw - 1) / sw;
+    let (dp, hp, wp) = (d + 2 * halo[0], h + 2 * halo[1], sw * phase);
     let blocks = cout.div_ceil(tile.channels);
     // Planes per task: about 8 tasks per block of output channels, enough for the
     // threads to share, few enough that each task's closing sum of its partial sums
     // (`channels x cin x taps` vectors) is small beside its work.
-    let planes = d.div_ceil(8);
-    let chunks = d.div_ceil(planes);
+    let planes = dout.div_ceil(8);
+    let chunks = dout.div_ceil(planes);
     let taps = kd * kh * kw;
     let mut sums = vec![0f64; cout * cin * taps];
     let mut padded_x = X_SCRATCH.with_borrow_mut(std::mem::take);
+    let out_size = dout * hout * wout;
     for item in 0..n {
-        pad_into(&mut padded_x, &x[item * cin * d * h * w..][..cin * d * h * w], [cin, d, h, w], [dp, hp, wp], halo);
-        let dy = &dy[item * cout * d * h * w..][..cout * d * h * w];
+        let x = &x[item * cin * d * h * w..][..cin * d * h * w];
+        pad_into(&mut padded_x, x, [cin, d, h, w], [dp, hp, phase], halo, sw);
+        let dy = &dy[item * cout * out_size..][..cout * out_size];
         // Rows of whole vectors are read in place; others are copied, zero-padded.
         let mut padded_dy = Vec::new();
-        let dy = if w == rows {
+        let dy = if wout == rows {
             dy
         } else {
-            pad_into(&mut padded_dy, dy, [cout, d, h, w], [d, h, rows], [0; 3]);
+            pad_into(&mut padded_dy, dy, [cout, dout, hout, wout], [dout, hout, rows], [0; 3], 1);
             &padded_dy
         };
-        let job = WeightJob { x: &padded_x, dy, cin, cout, kernel, dims: [d, h, rows], padded: [dp, hp, wp] };
+        let job = WeightJob {
+            x: &padded_x,
+            dy,
+            cin,
+            cout,
+            kernel,
+            stride,
+            column: std::array::from_fn(|c| c % sw * phase + c / sw),
+            dims: [dout, hout, rows],
+            padded: [dp, hp, wp],
+        };
         let item_sums = (0..chunks * blocks)
             .into_par_iter()
             .fold(
                 || vec![0f64; cout * cin * taps],
                 |mut sums, task| {
                     let (chunk, block) = (task / blocks, task % blocks);
-                    let z = chunk * planes..((chunk + 1) * planes).min(d);
+                    let z = chunk * planes..((chunk + 1) * planes).min(dout);
                     // Safety: `tile` was chosen for this CPU's features; the buffers
                     // are padded as `WeightJob` says.
                     unsafe { (tile.run)(&job, block, z, &mut sums) };
@@ -187,16 +205,19 @@ thread_local! {
     static X_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `[c, d, h, w]` into the middle of `out`, resized to `[c, dp, hp, wp]`, `halo` voxels in
-/// from the start of each axis; every other element is set to zero (a reused buffer
-/// needs no clearing first).
+/// `[c, d, h, w]` into `out`, resized to `[c, dp, hp, stride x phase]`, `halo` voxels in
+/// from the start of each axis, each row stored as its `stride` phases of `phase`
+/// (column `X` of the padded row at `X % stride * phase + X / stride`); every other
+/// element is set to zero (a reused buffer needs no clearing first).
 fn pad_into(
     out: &mut Vec<f32>,
     src: &[f32],
     [c, d, h, w]: [usize; 4],
-    [dp, hp, wp]: [usize; 3],
+    [dp, hp, phase]: [usize; 3],
     [pd, ph, pw]: [usize; 3],
+    stride: usize,
 ) {
+    let wp = stride * phase;
     out.resize(c * dp * hp * wp, 0.0);
     out.truncate(c * dp * hp * wp);
     out.par_chunks_mut(dp * hp * wp).zip(src.par_chunks(d * h * w)).for_each(|(dst, src)| {
@@ -206,9 +227,17 @@ fn pad_into(
                     row.fill(0.0);
                     continue;
                 }
-                row[..pw].fill(0.0);
-                row[pw..pw + w].copy_from_slice(&src[((zp - pd) * h + yp - ph) * w..][..w]);
-                row[pw + w..].fill(0.0);
+                let src = &src[((zp - pd) * h + yp - ph) * w..][..w];
+                if stride == 1 {
+                    row[..pw].fill(0.0);
+                    row[pw..pw + w].copy_from_slice(src);
+                    row[pw + w..].fill(0.0);
+                } else {
+                    row.fill(0.0);
+                    for (x, &value) in src.iter().enumerate() {
+                        row[(x + pw) % stride * phase + (x + pw) / stride] = value;
+                    }
+                }
             }
         }
     });
@@ -221,14 +250,17 @@ fn add(mut a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
 
 /// What one weight-gradient task reads.
 struct WeightJob<'a> {
-    /// `[cin][dp][hp][wp]`, the input with the convolution's halo.
+    /// `[cin][dp][hp][wp]`, the input with the convolution's halo (rows as phases).
     x: &'a [f32],
     /// `[cout][d][h][rows]`, the output gradient, zero past `w` in each row.
     dy: &'a [f32],
     cin: usize,
     cout: usize,
     kernel: [usize; 3],
-    /// `[d, h, rows]`: the output's extents, rows padded to whole vectors.
+    stride: [usize; 3],
+    /// Where tap `c` of an output row's first column lies in its padded input row.
+    column: [usize; 3],
+    /// `[d', h', rows]`: the output's extents, rows padded to whole vectors.
     dims: [usize; 3],
     /// `[dp, hp, wp]`: the padded input's extents.
     padded: [usize; 3],
@@ -334,7 +366,17 @@ macro_rules! weight_tile_for {
                 rows_range: std::ops::Range<usize>,
                 partial: &mut [$vector],
             ) {
-                let WeightJob { x, dy, cin, kernel: [kd, kh, _], dims: [d, h, rows], padded: [dp, hp, wp], .. } = *job;
+                let WeightJob {
+                    x,
+                    dy,
+                    cin,
+                    kernel: [kd, kh, _],
+                    stride: [sd, sh, _],
+                    column,
+                    dims: [d, h, rows],
+                    padded: [dp, hp, wp],
+                    ..
+                } = *job;
                 let taps = kd * kh * KW;
                 // A block past `cout` reads its last channel again (sums never kept).
                 let channels = (job.cout - block * RC).min(RC);
@@ -343,25 +385,38 @@ macro_rules! weight_tile_for {
                 for a in 0..kd {
                     for b in 0..kh {
                         let mut acc = [[[$zero(); KW]; CI]; RC];
-                        for row in rows_range.clone() {
+                        // The rows a plane at a time: within one, the input rows step by
+                        // `sh` padded rows and the gradient rows by one (no division
+                        // per row, only the pointers' increments).
+                        let mut row = rows_range.start;
+                        while row < rows_range.end {
                             let (zz, y) = (row / h, row % h);
-                            let out_row = row * rows;
-                            let in_rows: [*const f32; CI] =
-                                std::array::from_fn(|q| x.as_ptr().add((((ci + q) * dp + zz + a) * hp + y + b) * wp));
-                            for x0 in (0..rows).step_by($width) {
-                                let mut g = [$zero(); RC];
-                                for r in 0..RC {
-                                    g[r] = $load(dy_rows[r].add(out_row + x0));
-                                }
-                                for q in 0..CI {
-                                    for c in 0..KW {
-                                        let v = $load(in_rows[q].add(x0 + c));
-                                        for r in 0..RC {
-                                            acc[r][q][c] = $fma(g[r], v, acc[r][q][c]);
+                            let end = rows_range.end.min((zz + 1) * h);
+                            let mut out_row = row * rows;
+                            let mut in_rows: [*const f32; CI] = std::array::from_fn(|q| {
+                                x.as_ptr().add((((ci + q) * dp + zz * sd + a) * hp + y * sh + b) * wp)
+                            });
+                            for _ in row..end {
+                                for x0 in (0..rows).step_by($width) {
+                                    let mut g = [$zero(); RC];
+                                    for r in 0..RC {
+                                        g[r] = $load(dy_rows[r].add(out_row + x0));
+                                    }
+                                    for q in 0..CI {
+                                        for c in 0..KW {
+                                            let v = $load(in_rows[q].add(x0 + column[c]));
+                                            for r in 0..RC {
+                                                acc[r][q][c] = $fma(g[r], v, acc[r][q][c]);
+                                            }
                                         }
                                     }
                                 }
+                                out_row += rows;
+                                for p in in_rows.iter_mut() {
+                                    *p = p.add(sh * wp);
+                                }
                             }
+                            row = end;
                         }
                         let tap0 = (a * kh + b) * KW;
                         for r in 0..RC {
@@ -430,9 +485,29 @@ mod tests {
         ([1, 2, 16, 9, 70], 3, [3, 3, 3]),
     ];
 
-    /// The definition in f64: dL/dw[co][ci][tap] = sum_p dy[co][p] x[ci][p + tap - k/2].
-    fn naive_weight_grad(x: &[f32], dy: &[f32], [n, cin, d, h, w]: [usize; 5], cout: usize, k: [usize; 3]) -> Vec<f32> {
+    /// Strided weight gradients: AnatomyNet's stem (stride 2, one input channel, even
+    /// and odd sides), nnU-Net's anisotropic ones, a 1x1x1 one, a batch of two.
+    /// (input, output channels, kernel, stride)
+    type Strided = ([usize; 5], usize, [usize; 3], [usize; 3]);
+    const STRIDED: [Strided; 5] = [
+        ([1, 1, 6, 8, 34], 28, [3, 3, 3], [2, 2, 2]),
+        ([2, 1, 5, 7, 33], 6, [3, 3, 3], [2, 2, 2]),
+        ([1, 3, 4, 6, 20], 5, [1, 3, 3], [1, 2, 2]),
+        ([1, 4, 5, 4, 9], 3, [3, 3, 3], [2, 1, 2]),
+        ([1, 2, 4, 4, 18], 3, [1, 1, 1], [2, 2, 2]),
+    ];
+
+    /// The definition in f64: dL/dw[co][ci][tap] = sum_p dy[co][p] x[ci][s p + tap - k/2].
+    fn naive_weight_grad(
+        x: &[f32],
+        dy: &[f32],
+        [n, cin, d, h, w]: [usize; 5],
+        cout: usize,
+        k: [usize; 3],
+        s: [usize; 3],
+    ) -> Vec<f32> {
         let [kd, kh, kw] = k;
+        let (od, oh, ow) = (d.div_ceil(s[0]), h.div_ceil(s[1]), w.div_ceil(s[2]));
         let at = |v: usize, c: usize, z: isize, y: isize, x0: isize| -> f64 {
             let inside = (0..d as isize).contains(&z) && (0..h as isize).contains(&y) && (0..w as isize).contains(&x0);
             if inside {
@@ -449,11 +524,11 @@ mod tests {
                         for c in 0..kw {
                             let mut sum = 0f64;
                             for v in 0..n {
-                                for z in 0..d {
-                                    for y in 0..h {
-                                        for x0 in 0..w {
-                                            let g = dy[(((v * cout + co) * d + z) * h + y) * w + x0] as f64;
-                                            let (iz, iy, ix) = (z + a, y + b, x0 + c);
+                                for z in 0..od {
+                                    for y in 0..oh {
+                                        for x0 in 0..ow {
+                                            let g = dy[(((v * cout + co) * od + z) * oh + y) * ow + x0] as f64;
+                                            let (iz, iy, ix) = (z * s[0] + a, y * s[1] + b, x0 * s[2] + c);
                                             let (iz, iy, ix) = (
                                                 iz as isize - (kd / 2) as isize,
                                                 iy as isize - (kh / 2) as isize,
@@ -498,15 +573,22 @@ mod tests {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             tiles.push(("avx2", WeightTile { run: wgrad_avx2::planes, channels: wgrad_avx2::RC }));
         }
-        for (i, (shape, cout, kernel)) in CASES.into_iter().enumerate() {
+        let strided = STRIDED.into_iter();
+        for (i, (shape, cout, kernel, stride)) in
+            CASES.into_iter().map(|(s, c, k)| (s, c, k, [1; 3])).chain(strided).enumerate()
+        {
             let [n, _, d, h, w] = shape;
+            let out = n * cout * d.div_ceil(stride[0]) * h.div_ceil(stride[1]) * w.div_ceil(stride[2]);
             let x = random(shape.iter().product(), 2 * i as u64 + 1);
-            let dy = random(n * cout * d * h * w, 2 * i as u64 + 2);
-            let want = naive_weight_grad(&x, &dy, shape, cout, kernel);
+            let dy = random(out, 2 * i as u64 + 2);
+            let want = naive_weight_grad(&x, &dy, shape, cout, kernel, stride);
             for (name, tile) in &tiles {
-                let got = weight_grad_with(tile, &x, &dy, shape, cout, kernel);
+                let got = weight_grad_with(tile, &x, &dy, shape, cout, kernel, stride);
                 let (diff, scale) = max_abs_diff(&got, &want);
-                assert!(diff <= 1e-5 * scale.max(1.0), "{name} {shape:?} -> {cout} {kernel:?}: max |diff| {diff}");
+                assert!(
+                    diff <= 1e-5 * scale.max(1.0),
+                    "{name} {shape:?} -> {cout} {kernel:?} /{stride:?}: max |diff| {diff}"
+                );
             }
         }
     }
@@ -560,6 +642,31 @@ mod tests {
         }
     }
 
+    /// Strided convolutions of an input that needs no gradient (the stem) run here too:
+    /// their weight and bias gradients equal burn's; no input gradient is made.
+    #[test]
+    fn strided_gradients_equal_burns() {
+        let device = Device::flex().autodiff();
+        for (shape, cout, kernel, stride) in STRIDED {
+            let conv = Conv3dConfig::new([shape[1], cout], kernel)
+                .with_stride(stride)
+                .with_padding(PaddingConfig3d::Explicit(kernel[0] / 2, kernel[1] / 2, kernel[2] / 2))
+                .init(&device);
+            let x = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            assert!(super::super::trains_here(&x, &conv), "{shape:?} /{stride:?} runs here");
+            let [n, _, d, h, w] = shape;
+            let out = [n, cout, d.div_ceil(stride[0]), h.div_ceil(stride[1]), w.div_ceil(stride[2])];
+            let r = Tensor::<5>::random(out, Distribution::Normal(0.0, 1.0), &device);
+            let ours = gradients(&conv, &x, &r, |x| super::super::tracked_conv(x, &conv));
+            let burns = gradients(&conv, &x, &r, |x| conv.forward(x));
+            assert!(ours[0].is_empty(), "no input gradient");
+            for (what, (a, b)) in ["weights", "bias"].iter().zip(ours[1..].iter().zip(&burns[1..])) {
+                let (diff, scale) = max_abs_diff(a, b);
+                assert!(diff <= 1e-4 * scale.max(1.0), "dL/d{what} {shape:?} /{stride:?}: max |diff| {diff}");
+            }
+        }
+    }
+
     /// `L = sum(conv(x) * r)` is linear in `x` and in the weights, so a central
     /// difference equals the derivative up to rounding: checked at a few entries of each.
     #[test]
@@ -573,7 +680,7 @@ mod tests {
             let loss = |xs: &[f32], ws: &[f32]| -> f64 {
                 let conv =
                     Conv { cin: shape[1], cout, kernel, stride: [1; 3], weights: ws.to_vec(), bias: vec![0.0; cout] };
-                let y = per_item(xs, shape, &conv);
+                let y = conv3d::conv3d_items(xs, shape, &conv, Activation::Identity);
                 y.iter().zip(&rs).map(|(&y, &r)| y as f64 * r as f64).sum()
             };
             // Central differences of the loss in `values` (`x` or the weights) at entries `at`.
@@ -621,8 +728,11 @@ mod tests {
                 (0..3).for_each(|_| f());
                 t.elapsed().as_secs_f64() / 3.0
             };
-            let fwd = time(&|| drop(std::hint::black_box(per_item(&x, [1, cin, d, h, w], &conv))));
-            let wgt = time(&|| drop(std::hint::black_box(weight_grad(&x, &dy, [1, cin, d, h, w], cout, [3; 3]))));
+            let fwd = time(&|| {
+                drop(std::hint::black_box(conv3d::conv3d_items(&x, [1, cin, d, h, w], &conv, Activation::Identity)))
+            });
+            let wgt =
+                time(&|| drop(std::hint::black_box(weight_grad(&x, &dy, [1, cin, d, h, w], cout, [3; 3], [1; 3]))));
             eprintln!(
                 "{cin}x{d}x{h}x{w} -> {cout}: forward {:.1} ms ({:.0} GFLOP/s), weight gradient {:.1} ms ({:.0} GFLOP/s)",
                 fwd * 1e3,

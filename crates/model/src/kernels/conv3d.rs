@@ -130,6 +130,17 @@ pub fn conv3d(input: &[f32], shape: [usize; 4], conv: &Conv, act: Activation) ->
     conv3d_with(row, input, shape, conv, act)
 }
 
+/// [`conv3d`] on each item of a batch `[n, c, d, h, w]`. The first item's output is the
+/// result's buffer (a batch of one is not copied).
+pub fn conv3d_items(input: &[f32], [_, c, d, h, w]: [usize; 5], conv: &Conv, act: Activation) -> Vec<f32> {
+    let mut items = input.chunks(c * d * h * w).map(|one| conv3d(one, [c, d, h, w], conv, act));
+    let first = items.next().expect("a batch of at least one");
+    items.fold(first, |mut all, next| {
+        all.extend_from_slice(&next);
+        all
+    })
+}
+
 fn conv3d_with(row: RowFn, input: &[f32], [cin, d, h, w]: [usize; 4], conv: &Conv, act: Activation) -> Vec<f32> {
     assert_eq!(cin, conv.cin, "input channels");
     assert_eq!(input.len(), cin * d * h * w, "input size");
@@ -185,7 +196,11 @@ fn conv3d_with(row: RowFn, input: &[f32], [cin, d, h, w]: [usize; 4], conv: &Con
         }
     }
 
-    let mut out = zeroed(conv.cout * dout * hout * wout);
+    let len = conv.cout * dout * hout * wout;
+    // Not zeroed: the tasks write every element (a reused heap block would be cleared
+    // first for nothing, a full pass over the output).
+    let mut out = Vec::with_capacity(len);
+    advise_huge_pages(&out);
     let job = Job {
         padded: &padded,
         hp,
@@ -202,6 +217,9 @@ fn conv3d_with(row: RowFn, input: &[f32], [cin, d, h, w]: [usize; 4], conv: &Con
         // Safety: `row` was chosen for this CPU's features; tasks write disjoint rows.
         unsafe { row(&job, task / hout, task % hout) }
     });
+    // Safety: every output row (z, y) of every channel, all `w` of it, was written by
+    // its task above.
+    unsafe { out.set_len(len) };
     SCRATCH.set(padded);
     out
 }
@@ -219,15 +237,22 @@ pub fn release_scratch() {
     SCRATCH.set(Vec::new());
 }
 
-/// A zeroed buffer; on Linux, backed by huge pages where the kernel allows it (THP in
-/// `madvise` mode, as many distributions ship): one fault per 2 MiB instead of per 4 KiB
-/// at these sizes (hundreds of MB a layer).
+/// A zeroed buffer, backed by huge pages where the kernel allows it ([`advise_huge_pages`]).
 fn zeroed(len: usize) -> Vec<f32> {
     let buffer = vec![0f32; len];
+    advise_huge_pages(&buffer);
+    buffer
+}
+
+/// On Linux, asks for `buffer`'s capacity to be backed by huge pages where the kernel
+/// allows it (THP in `madvise` mode, as many distributions ship): one fault per 2 MiB
+/// instead of per 4 KiB at these sizes (hundreds of MB a layer). Call it before the
+/// buffer is first written.
+fn advise_huge_pages(buffer: &Vec<f32>) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let bytes = len * std::mem::size_of::<f32>();
+        let bytes = buffer.capacity() * std::mem::size_of::<f32>();
         if bytes >= 4 * HUGE {
             // Whole huge pages inside the buffer; the advice is only a hint.
             let start = (buffer.as_ptr() as usize).next_multiple_of(HUGE);
@@ -237,7 +262,6 @@ fn zeroed(len: usize) -> Vec<f32> {
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
         }
     }
-    buffer
 }
 
 /// One instruction set's tile: `$width` lanes a vector, at most `$most` vectors (x

@@ -20,8 +20,10 @@
 mod backward;
 mod batch_norm;
 mod conv3d;
+mod loss;
 mod pool;
 mod residual;
+mod transpose;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
@@ -34,6 +36,7 @@ use burn::tensor::FloatDType;
 use rayon::prelude::*;
 
 pub use conv3d::{release_scratch, Activation};
+pub(crate) use loss::segmentation_loss;
 pub use pool::{cat_centre_cropped, max_pool, repeat_box_mean};
 
 /// `act(bn(conv(x)))` with `bn` in inference mode (running statistics).
@@ -49,74 +52,37 @@ pub fn conv_bn_act(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Act
     let device = x.device();
     let [n, cin, d, h, w] = x.dims();
     let folded = fold(conv, bn);
-    let mut out = Vec::new();
-    with_floats(&x, |input| {
-        for one in input.chunks(cin * d * h * w) {
-            out.extend_from_slice(&conv3d::conv3d(one, [cin, d, h, w], &folded, act));
-        }
-    });
+    let out = with_floats(&x, |input| conv3d::conv3d_items(input, [n, cin, d, h, w], &folded, act));
     let [sd, sh, sw] = conv.stride;
     Tensor::from_data(TensorData::new(out, [n, folded.cout, d.div_ceil(sd), h.div_ceil(sh), w.div_ceil(sw)]), &device)
 }
 
-/// A transposed convolution. On the CPU, one whose kernel equals its stride (the
-/// U-Nets' up-sampling: every output voxel has exactly one input voxel) is a 1x1x1
-/// convolution to `cout x taps` channels, each tap's channel then moved to its place
-/// in the larger grid (depth-to-space) with the bias added; others run burn's op.
+/// A transposed convolution. On the CPU, inference or training, one whose kernel
+/// equals its stride (the U-Nets' up-sampling) runs [`transpose`]'s 1x1x1 convolution
+/// and depth-to-space step (training: with its own backward pass); others run burn's op.
 pub fn conv_transpose(x: Tensor<5>, up: &ConvTranspose3d) -> Tensor<5> {
     let one_to_one = up.kernel_size == up.stride
         && up.padding == [0; 3]
         && up.padding_out == [0; 3]
         && up.dilation == [1; 3]
         && up.groups == 1;
-    if !(one_to_one && on_cpu_backend(&x) && conv3d::supported()) {
+    if !(one_to_one && conv3d::supported()) {
         return up.forward(x);
     }
-    let device = x.device();
-    let [n, cin, d, h, w] = x.dims();
-    let [kd, kh, kw] = up.kernel_size;
-    let taps = kd * kh * kw;
-    // `[cin][cout][taps]` read as the 1x1x1 convolution's `[cout * taps][cin]`.
-    let weights = floats(up.weight.val());
-    let cout = weights.len() / (cin * taps);
-    let mut spread = vec![0f32; weights.len()];
-    for ci in 0..cin {
-        for k in 0..cout * taps {
-            spread[k * cin + ci] = weights[ci * cout * taps + k];
-        }
+    let channels = up.weight.dims()[1];
+    let bias = || up.bias.as_ref().map_or_else(|| Tensor::zeros([channels], &x.device()), |b| b.val());
+    if on_cpu_autodiff(&x.device()) {
+        return transpose::up_sample_tracked(x.clone(), up.weight.val(), bias(), up.kernel_size);
     }
-    let bias = up.bias.as_ref().map_or_else(|| vec![0.0; cout], |b| floats(b.val()));
-    let conv = conv3d::Conv {
-        cin,
-        cout: cout * taps,
-        kernel: [1; 3],
-        stride: [1; 3],
-        weights: spread,
-        bias: vec![0.0; cout * taps],
-    };
-    let (d2, h2, w2) = (d * kd, h * kh, w * kw);
-    let mut out = vec![0f32; n * cout * d2 * h2 * w2];
-    with_floats(&x, |input| {
-        for (one, dst) in input.chunks(cin * d * h * w).zip(out.chunks_mut(cout * d2 * h2 * w2)) {
-            let taps_out = conv3d::conv3d(one, [cin, d, h, w], &conv, Activation::Identity);
-            // Output plane (co, z2) takes tap row a = z2 % kd of input plane z2 / kd.
-            dst.par_chunks_mut(h2 * w2).enumerate().for_each(|(plane, dst)| {
-                let (co, z2) = (plane / d2, plane % d2);
-                let (z, a) = (z2 / kd, z2 % kd);
-                for (y2, row) in dst.chunks_mut(w2).enumerate() {
-                    let (y, b) = (y2 / kh, y2 % kh);
-                    for c in 0..kw {
-                        let tap = (a * kh + b) * kw + c;
-                        let src = &taps_out[(((co * taps + tap) * d + z) * h + y) * w..][..w];
-                        for (x, &value) in src.iter().enumerate() {
-                            row[x * kw + c] = value + bias[co];
-                        }
-                    }
-                }
-            });
-        }
-    });
-    Tensor::from_data(TensorData::new(out, [n, cout, d2, h2, w2]), &device)
+    if !on_cpu_backend(&x) {
+        return up.forward(x);
+    }
+    let dims = x.dims();
+    let [n, _, d, h, w] = dims;
+    let [kd, kh, kw] = up.kernel_size;
+    let (weights, bias) = (floats(up.weight.val()), floats(bias()));
+    let out = with_floats(&x, |input| transpose::up_sample(input, dims, &weights, &bias, up.kernel_size));
+    Tensor::from_data(TensorData::new(out, [n, channels, d * kd, h * kh, w * kw]), &x.device())
 }
 
 /// `act(h * gate + residual)`, `gate` one factor per `[n, c]` (a squeeze-and-
@@ -224,15 +190,32 @@ fn lane_sum(values: &[f32], term: impl Fn(f32) -> f32) -> f64 {
         .sum()
 }
 
+/// `Σ a b`, blocked and laned as [`lane_sum`].
+fn lane_dot(a: &[f32], b: &[f32]) -> f64 {
+    a.chunks(4096)
+        .zip(b.chunks(4096))
+        .map(|(a, b)| {
+            let mut lanes = [0f32; 16];
+            let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+            let rest: f32 = a16.remainder().iter().zip(b16.remainder()).map(|(a, b)| a * b).sum();
+            for (a, b) in a16.zip(b16) {
+                lanes.iter_mut().zip(a.iter().zip(b)).for_each(|(l, (a, b))| *l += a * b);
+            }
+            lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64
+        })
+        .sum()
+}
+
 /// Inference on the CPU backend, a convolution [`own_kernel`] runs.
 fn runs_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
     on_cpu_backend(x) && own_kernel(conv)
 }
 
-/// Training on the CPU backend, a stride-1 convolution [`own_kernel`] runs (forward and
-/// backward; the strided stem keeps burn's op).
+/// Training on the CPU backend, a convolution [`own_kernel`] runs (forward and
+/// backward): at stride 1, or strided on an input that needs no gradient (AnatomyNet's
+/// stem; [`backward`] computes no strided input gradient).
 fn trains_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
-    on_cpu_autodiff(&x.device()) && conv.stride == [1; 3] && own_kernel(conv)
+    on_cpu_autodiff(&x.device()) && (conv.stride == [1; 3] || !x.is_require_grad()) && own_kernel(conv)
 }
 
 /// A "same" convolution (padding `k / 2`, any stride) of a kernel shape
@@ -249,7 +232,7 @@ fn own_kernel(conv: &Conv3d) -> bool {
 /// `conv(x)` on the CPU's autodiff device: voxseg's kernels forward and backward, the
 /// bias (if any) added by burn.
 fn tracked_conv(x: Tensor<5>, conv: &Conv3d) -> Tensor<5> {
-    let y = backward::conv3d_tracked(x, conv.weight.val());
+    let y = backward::conv3d_tracked(x, conv.weight.val(), conv.stride);
     match &conv.bias {
         Some(bias) => {
             let channels = bias.dims()[0];
@@ -271,7 +254,7 @@ pub(crate) fn on_cpu(device: &Device) -> bool {
 
 /// Whether `device` is the CPU's autodiff device (flex, no gradient checkpointing):
 /// where the training operations ([`backward`], [`batch_norm`], [`residual`]) run.
-fn on_cpu_autodiff(device: &Device) -> bool {
+pub(crate) fn on_cpu_autodiff(device: &Device) -> bool {
     match device.as_dispatch() {
         DispatchDevice::Autodiff(inner) => {
             matches!(**inner, DispatchDevice::Flex(_))
@@ -295,6 +278,15 @@ fn values<const D: usize>(t: &FlexTensor) -> (std::borrow::Cow<'_, [f32]>, [usiz
         None => t.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec().into(),
     };
     (values, dims)
+}
+
+/// A flex tensor whose f32 values can be overwritten in place through `storage_mut`
+/// (which copies only a buffer another tensor still shares: a gradient handed to one
+/// backward step is usually its own), and its shape.
+fn writable<const D: usize>(t: FlexTensor) -> (FlexTensor, [usize; D]) {
+    let dims: [usize; D] = t.layout().shape().dims();
+    let whole = t.as_slice::<f32>().is_some_and(|v| v.len() == t.storage::<f32>().len());
+    (if whole { t } else { tensor(values::<D>(&t).0.into_owned(), dims) }, dims)
 }
 
 /// A flex tensor of `values` in `shape`.

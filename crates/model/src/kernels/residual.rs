@@ -17,7 +17,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::{autodiff, tensor, values, Activation};
+use super::{autodiff, lane_dot, tensor, values, writable, Activation};
 
 /// `act(h * gate + residual)` on the CPU's autodiff device, `gate` one factor per
 /// `[n, c]` (all ones where `None`), differentiable in all three.
@@ -30,15 +30,19 @@ pub(crate) fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tens
     let (hs, dims) = values::<5>(h.primitive());
     let voxels = dims[2] * dims[3] * dims[4];
     let (rs, _) = values::<5>(residual.primitive());
-    let mut out = vec![0f32; hs.len()];
-    out.par_chunks_mut(voxels).zip(hs.par_chunks(voxels).zip(rs.par_chunks(voxels))).enumerate().for_each(
+    // Written once, not zeroed first (a reused heap block would be cleared for nothing).
+    let mut out = Vec::with_capacity(hs.len());
+    let spare = &mut out.spare_capacity_mut()[..hs.len()];
+    spare.par_chunks_mut(voxels).zip(hs.par_chunks(voxels).zip(rs.par_chunks(voxels))).enumerate().for_each(
         |(nc, (o, (h, r)))| {
             let g = gates[nc];
             for ((o, &h), &r) in o.iter_mut().zip(h).zip(r) {
-                *o = act.apply(h * g + r);
+                o.write(act.apply(h * g + r));
             }
         },
     );
+    // Safety: the chunks above cover all `hs.len()` elements, each written once.
+    unsafe { out.set_len(hs.len()) };
     drop((hs, rs));
     let out = tensor(out, dims);
     let output = match GateAddAct
@@ -73,37 +77,40 @@ impl Backward<Flex, 3> for GateAddAct {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_h, node_gate, node_residual] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
+        let (mut grad, dims) = writable::<5>(grads.consume::<Flex>(&ops.node));
         let Saved { h, gates, out, slope } = ops.state;
         let h = checkpointer.retrieve_node_output::<FlexTensor>(h);
-        let (g, dims) = values::<5>(&grad);
         let (out, _) = values::<5>(&out);
         let [n, c, d, hh, w] = dims;
         let voxels = d * hh * w;
-        // g' = g act'(out).
-        let mut local = vec![0f32; g.len()];
-        local.par_chunks_mut(voxels).zip(g.par_chunks(voxels).zip(out.par_chunks(voxels))).for_each(|(l, (g, o))| {
-            for ((l, &g), &o) in l.iter_mut().zip(g).zip(o) {
-                *l = if o < 0.0 { g * slope } else { g };
+        // g' = g act'(out), over g in place: dL/dresidual.
+        let local = grad.storage_mut::<f32>();
+        local.par_chunks_mut(voxels).zip(out.par_chunks(voxels)).for_each(|(l, o)| {
+            for (l, &o) in l.iter_mut().zip(o) {
+                *l = if o < 0.0 { *l * slope } else { *l };
             }
         });
-        drop((g, out));
+        drop(out);
+        let local = grad.storage::<f32>();
         if let Some(node) = node_gate {
             let (h, _) = values::<5>(&h);
-            let sums: Vec<f32> = local
-                .par_chunks(voxels)
-                .zip(h.par_chunks(voxels))
-                .map(|(l, h)| l.iter().zip(h).map(|(&l, &h)| (l * h) as f64).sum::<f64>() as f32)
-                .collect();
+            let sums: Vec<f32> =
+                local.par_chunks(voxels).zip(h.par_chunks(voxels)).map(|(l, h)| lane_dot(l, h) as f32).collect();
             grads.register::<Flex>(node.id, tensor(sums, [n, c]));
         }
         if let Some(node) = node_h {
-            let mut dh = local.clone();
-            dh.par_chunks_mut(voxels).enumerate().for_each(|(nc, dh)| dh.iter_mut().for_each(|v| *v *= gates[nc]));
-            grads.register::<Flex>(node.id, tensor(dh, dims));
+            // Without a gate (all ones) dL/dh is g' itself, shared rather than copied.
+            let dh = if gates.iter().all(|&g| g == 1.0) {
+                grad.clone()
+            } else {
+                let mut dh = local.to_vec();
+                dh.par_chunks_mut(voxels).enumerate().for_each(|(nc, dh)| dh.iter_mut().for_each(|v| *v *= gates[nc]));
+                tensor(dh, dims)
+            };
+            grads.register::<Flex>(node.id, dh);
         }
         if let Some(node) = node_residual {
-            grads.register::<Flex>(node.id, tensor(local, dims));
+            grads.register::<Flex>(node.id, grad);
         }
     }
 }
