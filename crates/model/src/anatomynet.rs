@@ -9,7 +9,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig3d
 use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, sigmoid, softmax};
 
-use crate::kernels::{conv_bn_act, conv_transpose, gate_add_act, Activation};
+use crate::kernels::{channel_mean, conv_bn_act, conv_transpose, gate_add_act, Activation};
 
 /// The network's shape. The defaults are AnatomyNet's (about 0.73 M parameters).
 #[derive(Config, Debug, PartialEq)]
@@ -73,8 +73,7 @@ pub struct SeGate {
 impl SeGate {
     /// The per-channel factors `[n, c]` for `x`.
     pub fn gate(&self, x: Tensor<5>) -> Tensor<2> {
-        let [n, c, _, _, _] = x.dims();
-        let pooled: Tensor<2> = x.mean_dims(&[2, 3, 4]).reshape([n, c]);
+        let pooled = channel_mean(x);
         let hidden = leaky_relu(self.squeeze.forward(pooled), self.slope);
         sigmoid(self.excite.forward(hidden))
     }

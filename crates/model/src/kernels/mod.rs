@@ -115,6 +115,17 @@ pub fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, 
     Tensor::from_data(TensorData::new(out, dims), &device)
 }
 
+/// `[n, c]`: the mean of each channel of `x` over the volume (a squeeze-and-excitation
+/// gate's pooling); on the CPU's training device one operation with its own backward
+/// pass ([`residual::channel_mean`]).
+pub fn channel_mean(x: Tensor<5>) -> Tensor<2> {
+    if on_cpu_autodiff(&x.device()) {
+        return residual::channel_mean(x);
+    }
+    let [n, c, _, _, _] = x.dims();
+    x.mean_dims(&[2, 3, 4]).reshape([n, c])
+}
+
 /// `act((x - mean) / (std + epsilon))` per `[n, c]` over the whole volume (population
 /// standard deviation): the liver network's instance normalisation, in two passes over
 /// `x` in place on the CPU instead of five full-size temporaries.
