@@ -207,8 +207,8 @@ thread_local! {
 
 /// `[c, d, h, w]` into `out`, resized to `[c, dp, hp, stride x phase]`, `halo` voxels in
 /// from the start of each axis, each row stored as its `stride` phases of `phase`
-/// (column `X` of the padded row at `X % stride * phase + X / stride`); every other
-/// element is set to zero (a reused buffer needs no clearing first).
+/// ([`conv3d::pad_row`]); every other element is set to zero (a reused buffer needs no
+/// clearing first).
 fn pad_into(
     out: &mut Vec<f32>,
     src: &[f32],
@@ -227,17 +227,7 @@ fn pad_into(
                     row.fill(0.0);
                     continue;
                 }
-                let src = &src[((zp - pd) * h + yp - ph) * w..][..w];
-                if stride == 1 {
-                    row[..pw].fill(0.0);
-                    row[pw..pw + w].copy_from_slice(src);
-                    row[pw + w..].fill(0.0);
-                } else {
-                    row.fill(0.0);
-                    for (x, &value) in src.iter().enumerate() {
-                        row[(x + pw) % stride * phase + (x + pw) / stride] = value;
-                    }
-                }
+                conv3d::pad_row(row, &src[((zp - pd) * h + yp - ph) * w..][..w], pw, stride, phase);
             }
         }
     });

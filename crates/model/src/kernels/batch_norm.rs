@@ -24,7 +24,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::{autodiff, on_cpu_autodiff, tensor, values, writable, Activation};
+use super::{autodiff, lane_sums2, on_cpu_autodiff, tensor, values, writable, Activation};
 
 /// Whether [`batch_norm_act`] runs `bn` on `y`: the CPU's autodiff device, a layer
 /// that trains (burn's own op keeps a frozen layer in inference mode).
@@ -89,35 +89,15 @@ fn statistics(values: &[f32], [n, c, d, h, w]: [usize; 5]) -> Vec<(f64, f64)> {
         .map(|ch| {
             let pivot = values[ch * voxels];
             let (sum, squares) = (0..n)
-                .map(|i| lane_moments(&values[(i * c + ch) * voxels..][..voxels], pivot))
+                .map(|i| {
+                    let v = &values[(i * c + ch) * voxels..][..voxels];
+                    lane_sums2(v, v, |v, _| (v - pivot, (v - pivot) * (v - pivot)))
+                })
                 .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d));
             let shift = sum / count;
             (pivot as f64 + shift, (squares / count - shift * shift).max(0.0))
         })
         .collect()
-}
-
-/// `(Σ (v - p), Σ (v - p)^2)` in 16 f32 lanes per block of 4096 (vectorised), the blocks
-/// summed in f64.
-fn lane_moments(values: &[f32], p: f32) -> (f64, f64) {
-    values.chunks(4096).fold((0.0, 0.0), |(sum, squares), block| {
-        let (mut ls, mut lq) = ([0f32; 16], [0f32; 16]);
-        let sixteens = block.chunks_exact(16);
-        let (mut rs, mut rq) = (0f32, 0f32);
-        for &v in sixteens.remainder() {
-            rs += v - p;
-            rq += (v - p) * (v - p);
-        }
-        for v in sixteens {
-            for l in 0..16 {
-                let x = v[l] - p;
-                ls[l] += x;
-                lq[l] += x * x;
-            }
-        }
-        let total = |lanes: [f32; 16], rest: f32| lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64;
-        (sum + total(ls, rs), squares + total(lq, rq))
-    })
 }
 
 /// The operation's node: the graph id of `y` and what the forward pass computed.
@@ -194,27 +174,11 @@ impl Channel {
     }
 }
 
-/// `(Σ g', Σ g' x̂)` over one channel of one item, in 16 f32 lanes per block of 4096
-/// (vectorised), the blocks summed in f64.
+/// `(Σ g', Σ g' x̂)` over one channel of one item.
 fn gradient_sums(k: Channel, g: &[f32], y: &[f32]) -> (f64, f64) {
-    g.chunks(4096).zip(y.chunks(4096)).fold((0.0, 0.0), |(sg, sgx), (g, y)| {
-        let (mut lg, mut lgx) = ([0f32; 16], [0f32; 16]);
-        let (g16, y16) = (g.chunks_exact(16), y.chunks_exact(16));
-        let (mut rg, mut rgx) = (0f32, 0f32);
-        for (&g, &y) in g16.remainder().iter().zip(y16.remainder()) {
-            let (g, xhat) = k.local(g, y);
-            rg += g;
-            rgx += g * xhat;
-        }
-        for (g, y) in g16.zip(y16) {
-            for l in 0..16 {
-                let (g, xhat) = k.local(g[l], y[l]);
-                lg[l] += g;
-                lgx[l] += g * xhat;
-            }
-        }
-        let total = |lanes: [f32; 16], rest: f32| lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64;
-        (sg + total(lg, rg), sgx + total(lgx, rgx))
+    lane_sums2(g, y, |g, y| {
+        let (g, xhat) = k.local(g, y);
+        (g, g * xhat)
     })
 }
 

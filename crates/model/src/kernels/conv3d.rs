@@ -166,17 +166,7 @@ fn conv3d_with(row: RowFn, input: &[f32], [cin, d, h, w]: [usize; 4], conv: &Con
                 continue;
             }
             for (ci, row) in rows.chunks_mut(wp).enumerate() {
-                let src = &input[((ci * d + zp - pd) * h + yp - ph) * w..][..w];
-                if sw == 1 {
-                    row[..pw].fill(0.0);
-                    row[pw..pw + w].copy_from_slice(src);
-                    row[pw + w..].fill(0.0);
-                } else {
-                    row.fill(0.0);
-                    for (x, &value) in src.iter().enumerate() {
-                        row[(x + pw) % sw * phase + (x + pw) / sw] = value;
-                    }
-                }
+                pad_row(row, &input[((ci * d + zp - pd) * h + yp - ph) * w..][..w], pw, sw, phase);
             }
         }
     });
@@ -222,6 +212,22 @@ fn conv3d_with(row: RowFn, input: &[f32], [cin, d, h, w]: [usize; 4], conv: &Con
     unsafe { out.set_len(len) };
     SCRATCH.set(padded);
     out
+}
+
+/// One padded row: `src` `pw` columns in, zeros around it, stored as its `stride`
+/// phases of `phase` (column `X` at `X % stride * phase + X / stride`), so that a strided
+/// tap reads one contiguous vector. Every element of `row` is written.
+pub(crate) fn pad_row(row: &mut [f32], src: &[f32], pw: usize, stride: usize, phase: usize) {
+    if stride == 1 {
+        row[..pw].fill(0.0);
+        row[pw..pw + src.len()].copy_from_slice(src);
+        row[pw + src.len()..].fill(0.0);
+    } else {
+        row.fill(0.0);
+        for (x, &value) in src.iter().enumerate() {
+            row[(x + pw) % stride * phase + (x + pw) / stride] = value;
+        }
+    }
 }
 
 thread_local! {

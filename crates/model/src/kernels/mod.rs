@@ -69,12 +69,13 @@ pub fn conv_transpose(x: Tensor<5>, up: &ConvTranspose3d) -> Tensor<5> {
     if !(one_to_one && conv3d::supported()) {
         return up.forward(x);
     }
+    let device = x.device();
     let channels = up.weight.dims()[1];
-    let bias = || up.bias.as_ref().map_or_else(|| Tensor::zeros([channels], &x.device()), |b| b.val());
-    if on_cpu_autodiff(&x.device()) {
-        return transpose::up_sample_tracked(x.clone(), up.weight.val(), bias(), up.kernel_size);
+    let bias = || up.bias.as_ref().map_or_else(|| Tensor::zeros([channels], &device), |b| b.val());
+    if on_cpu_autodiff(&device) {
+        return transpose::up_sample_tracked(x, up.weight.val(), bias(), up.kernel_size);
     }
-    if !on_cpu_backend(&x) {
+    if !on_cpu(&device) {
         return up.forward(x);
     }
     let dims = x.dims();
@@ -82,7 +83,7 @@ pub fn conv_transpose(x: Tensor<5>, up: &ConvTranspose3d) -> Tensor<5> {
     let [kd, kh, kw] = up.kernel_size;
     let (weights, bias) = (floats(up.weight.val()), floats(bias()));
     let out = with_floats(&x, |input| transpose::up_sample(input, dims, &weights, &bias, up.kernel_size));
-    Tensor::from_data(TensorData::new(out, [n, channels, d * kd, h * kh, w * kw]), &x.device())
+    Tensor::from_data(TensorData::new(out, [n, channels, d * kd, h * kh, w * kw]), &device)
 }
 
 /// `act(h * gate + residual)`, `gate` one factor per `[n, c]` (a squeeze-and-
@@ -201,20 +202,28 @@ fn lane_sum(values: &[f32], term: impl Fn(f32) -> f32) -> f64 {
         .sum()
 }
 
-/// `Σ a b`, blocked and laned as [`lane_sum`].
-fn lane_dot(a: &[f32], b: &[f32]) -> f64 {
-    a.chunks(4096)
-        .zip(b.chunks(4096))
-        .map(|(a, b)| {
-            let mut lanes = [0f32; 16];
-            let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
-            let rest: f32 = a16.remainder().iter().zip(b16.remainder()).map(|(a, b)| a * b).sum();
-            for (a, b) in a16.zip(b16) {
-                lanes.iter_mut().zip(a.iter().zip(b)).for_each(|(l, (a, b))| *l += a * b);
+/// `(Σ first, Σ second)` of `term(a, b)` over pairs of `a` and `b` (equal lengths),
+/// blocked and laned as [`lane_sum`]: the sums of a product, of moments, of gradients.
+fn lane_sums2(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
+    a.chunks(4096).zip(b.chunks(4096)).fold((0.0, 0.0), |(first, second), (a, b)| {
+        let (mut l1, mut l2) = ([0f32; 16], [0f32; 16]);
+        let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+        let (mut r1, mut r2) = (0f32, 0f32);
+        for (&a, &b) in a16.remainder().iter().zip(b16.remainder()) {
+            let (t1, t2) = term(a, b);
+            r1 += t1;
+            r2 += t2;
+        }
+        for (a, b) in a16.zip(b16) {
+            for l in 0..16 {
+                let (t1, t2) = term(a[l], b[l]);
+                l1[l] += t1;
+                l2[l] += t2;
             }
-            lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64
-        })
-        .sum()
+        }
+        let total = |lanes: [f32; 16], rest: f32| lanes.iter().map(|&l| l as f64).sum::<f64>() + rest as f64;
+        (first + total(l1, r1), second + total(l2, r2))
+    })
 }
 
 /// Inference on the CPU backend, a convolution [`own_kernel`] runs.

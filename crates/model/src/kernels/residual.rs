@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use burn::backend::tensor::FloatTensor;
 
-use super::{autodiff, lane_dot, lane_sum, tensor, values, writable, Activation};
+use super::{autodiff, lane_sum, lane_sums2, tensor, values, writable, Activation};
 
 /// `act(h * gate + residual)` on the CPU's autodiff device, `gate` one factor per
 /// `[n, c]` (all ones where `None`), differentiable in all three.
@@ -158,8 +158,11 @@ impl Backward<Flex, 3> for GateAddAct {
         let local = grad.storage::<f32>();
         if let Some(node) = node_gate {
             let (h, _) = values::<5>(&h);
-            let sums: Vec<f32> =
-                local.par_chunks(voxels).zip(h.par_chunks(voxels)).map(|(l, h)| lane_dot(l, h) as f32).collect();
+            let sums: Vec<f32> = local
+                .par_chunks(voxels)
+                .zip(h.par_chunks(voxels))
+                .map(|(l, h)| lane_sums2(l, h, |l, h| (l * h, 0.0)).0 as f32)
+                .collect();
             grads.register::<Flex>(node.id, tensor(sums, [n, c]));
         }
         if let Some(node) = node_h {
