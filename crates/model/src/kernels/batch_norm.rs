@@ -1,6 +1,7 @@
 //! Training's batch norm and activation on the CPU as one operation of burn's autodiff
 //! graph: two passes forward (the batch statistics, then normalise + activate) and two
-//! backward (the per-channel sums, then the input gradient), where burn's batch norm
+//! backward (the per-channel sums, then the input gradient), each pair one channel at a
+//! time so the second reads what the first left in cache, where burn's batch norm
 //! followed by its LeakyReLU records about ten full-size tensor operations each way.
 //!
 //! With `x̂ = (y - mean) / sqrt(var + eps)` (biased variance over the batch and the
@@ -39,16 +40,15 @@ pub(crate) fn batch_norm_act(y: Tensor<5>, bn: &BatchNorm, act: Activation) -> T
     let (gammas, _) = values::<1>(gamma.primitive());
     let (betas, _) = values::<1>(beta.primitive());
     let (input, dims) = values::<5>(y.primitive());
-    let stats = statistics(&input, dims);
-    let scales: Vec<f64> = stats.iter().map(|&(_, var)| 1.0 / (var + bn.epsilon).sqrt()).collect();
+    let (stats, out) = normalise(&input, dims, &gammas, &betas, bn.epsilon, act);
     let norm = Normalised {
         mean: stats.iter().map(|s| s.0).collect(),
-        scale: scales,
+        scale: stats.iter().map(|&(_, var)| scale(var, bn.epsilon)).collect(),
         gamma: gammas.to_vec(),
         beta: betas.to_vec(),
         act,
     };
-    let out = tensor(norm.forward(&input, dims), dims);
+    let out = tensor(out, dims);
     drop(input);
     let output =
         match BatchNormAct.prepare::<NoCheckpointing>([y.node(), gamma.node(), beta.node()]).compute_bound().stateful()
@@ -77,27 +77,69 @@ fn update_running(bn: &BatchNorm, stats: &[(f64, f64)]) {
     update(&bn.running_var, stats.iter().map(|s| s.1 as f32).collect());
 }
 
-/// Per channel: mean and biased variance over the batch and the volume, in one pass:
-/// the sums of `v - p` and `(v - p)^2` with `p` the channel's first value, so that the
-/// difference of the two moments does not cancel (a value of the channel lies within a
-/// few standard deviations of its mean).
-fn statistics(values: &[f32], [n, c, d, h, w]: [usize; 5]) -> Vec<(f64, f64)> {
+/// `1 / sqrt(var + epsilon)`.
+fn scale(var: f64, epsilon: f64) -> f64 {
+    1.0 / (var + epsilon).sqrt()
+}
+
+/// Per channel, one channel at a time while it is in cache: the batch statistics (mean
+/// and biased variance over the batch and the volume, see [`moments`]), then
+/// `act(γ x̂ + β)` into the output. Returns the statistics and the output.
+fn normalise(
+    values: &[f32],
+    [n, c, d, h, w]: [usize; 5],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+    act: Activation,
+) -> (Vec<(f64, f64)>, Vec<f32>) {
     let voxels = d * h * w;
-    let count = (n * voxels) as f64;
-    (0..c)
+    let item = |ch: usize, i: usize| &values[(i * c + ch) * voxels..][..voxels];
+    // Written once, not zeroed first (a reused heap block would be cleared for nothing).
+    let mut out = Vec::with_capacity(values.len());
+    let stats = by_channel(&mut out.spare_capacity_mut()[..values.len()], voxels, c)
         .into_par_iter()
-        .map(|ch| {
-            let pivot = values[ch * voxels];
-            let (sum, squares) = (0..n)
-                .map(|i| {
-                    let v = &values[(i * c + ch) * voxels..][..voxels];
-                    lane_sums2(v, v, |v, _| (v - pivot, (v - pivot) * (v - pivot)))
-                })
-                .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d));
-            let shift = sum / count;
-            (pivot as f64 + shift, (squares / count - shift * shift).max(0.0))
+        .enumerate()
+        .map(|(ch, outs)| {
+            let (mean, var) = moments((0..n).map(|i| item(ch, i)));
+            let k = Channel::new(mean, scale(var, epsilon), gamma[ch], beta[ch], act);
+            for (i, out) in outs.into_iter().enumerate() {
+                out.iter_mut().zip(item(ch, i)).for_each(|(o, &y)| {
+                    o.write(act.apply(k.z(k.xhat(y))));
+                });
+            }
+            (mean, var)
         })
-        .collect()
+        .collect();
+    // Safety: `by_channel` hands out every chunk of the `values.len()` elements once, and
+    // each was written above.
+    unsafe { out.set_len(values.len()) };
+    (stats, out)
+}
+
+/// Mean and biased variance of one channel's items, in one pass: the sums of `v - p`
+/// and `(v - p)^2` with `p` the channel's first value, so that the difference of the
+/// two moments does not cancel (a value of the channel lies within a few standard
+/// deviations of its mean).
+fn moments<'a>(items: impl Iterator<Item = &'a [f32]> + Clone) -> (f64, f64) {
+    let pivot = items.clone().next().map_or(0.0, |v| v[0]);
+    let (mut sum, mut squares, mut count) = (0.0, 0.0, 0.0);
+    for v in items {
+        let (a, b) = lane_sums2(v, v, |v, _| (v - pivot, (v - pivot) * (v - pivot)));
+        (sum, squares, count) = (sum + a, squares + b, count + v.len() as f64);
+    }
+    let shift = sum / count;
+    (pivot as f64 + shift, (squares / count - shift * shift).max(0.0))
+}
+
+/// `all`'s chunks of `voxels` (`[n][c]`) grouped by channel: chunk `i c + ch` at
+/// `[ch][i]`, so that one task can take a channel of every item.
+fn by_channel<T>(all: &mut [T], voxels: usize, c: usize) -> Vec<Vec<&mut [T]>> {
+    let mut groups: Vec<Vec<&mut [T]>> = (0..c).map(|_| Vec::new()).collect();
+    for (nc, chunk) in all.chunks_mut(voxels).enumerate() {
+        groups[nc % c].push(chunk);
+    }
+    groups
 }
 
 /// The operation's node: the graph id of `y` and what the forward pass computed.
@@ -117,29 +159,7 @@ struct Normalised {
 impl Normalised {
     /// Channel `ch`'s constants in f32, for the per-voxel loops.
     fn channel(&self, ch: usize) -> Channel {
-        Channel {
-            a: self.scale[ch] as f32,
-            b: (-self.mean[ch] * self.scale[ch]) as f32,
-            gamma: self.gamma[ch],
-            beta: self.beta[ch],
-            slope: self.act.slope(),
-        }
-    }
-
-    fn forward(&self, values: &[f32], [_, c, d, h, w]: [usize; 5]) -> Vec<f32> {
-        let voxels = d * h * w;
-        // Written once, not zeroed first (a reused heap block would be cleared for nothing).
-        let mut out = Vec::with_capacity(values.len());
-        let spare = &mut out.spare_capacity_mut()[..values.len()];
-        spare.par_chunks_mut(voxels).zip(values.par_chunks(voxels)).enumerate().for_each(|(nc, (out, y))| {
-            let k = self.channel(nc % c);
-            out.iter_mut().zip(y).for_each(|(o, &y)| {
-                o.write(self.act.apply(k.z(k.xhat(y))));
-            });
-        });
-        // Safety: the chunks above cover all `values.len()` elements, each written once.
-        unsafe { out.set_len(values.len()) };
-        out
+        Channel::new(self.mean[ch], self.scale[ch], self.gamma[ch], self.beta[ch], self.act)
     }
 }
 
@@ -154,6 +174,11 @@ struct Channel {
 }
 
 impl Channel {
+    /// From the channel's mean, `1 / sqrt(var + epsilon)`, `γ` and `β`.
+    fn new(mean: f64, scale: f64, gamma: f32, beta: f32, act: Activation) -> Channel {
+        Channel { a: scale as f32, b: (-mean * scale) as f32, gamma, beta, slope: act.slope() }
+    }
+
     #[inline(always)]
     fn xhat(self, y: f32) -> f32 {
         y * self.a + self.b
@@ -191,38 +216,35 @@ impl Backward<Flex, 3> for BatchNormAct {
         let (y, norm) = ops.state;
         let y = checkpointer.retrieve_node_output::<FlexTensor>(y);
         let (y, _) = values::<5>(&y);
-        let g = grad.storage::<f32>();
         let [n, c, d, h, w] = dims;
         let voxels = d * h * w;
         let count = (n * voxels) as f64;
-        // Channel `ch` of item `i`.
-        let item = |ch: usize, i: usize| (i * c + ch) * voxels..(i * c + ch + 1) * voxels;
-        // Per channel: Σ g' and Σ g' x̂.
-        let sums: Vec<(f64, f64)> = (0..c)
+        let item = |ch: usize, i: usize| &y[(i * c + ch) * voxels..][..voxels];
+        // Per channel, one channel at a time while it is in cache: Σ g' and Σ g' x̂, then
+        // dL/dy over the output gradient, in place.
+        let sums: Vec<(f64, f64)> = by_channel(grad.storage_mut::<f32>(), voxels, c)
             .into_par_iter()
-            .map(|ch| {
+            .enumerate()
+            .map(|(ch, gs)| {
                 let k = norm.channel(ch);
-                (0..n).fold((0.0, 0.0), |(sg, sgx), i| {
-                    let at = item(ch, i);
-                    let (a, b) = gradient_sums(k, &g[at.clone()], &y[at]);
+                let (sg, sgx) = gs.iter().enumerate().fold((0.0, 0.0), |(sg, sgx), (i, g)| {
+                    let (a, b) = gradient_sums(k, g, item(ch, i));
                     (sg + a, sgx + b)
-                })
+                });
+                if node_y.is_some() {
+                    let factor = (norm.gamma[ch] as f64 * norm.scale[ch]) as f32;
+                    let (mean_g, mean_gx) = ((sg / count) as f32, (sgx / count) as f32);
+                    for (i, dy) in gs.into_iter().enumerate() {
+                        for (dy, &y) in dy.iter_mut().zip(item(ch, i)) {
+                            let (g, xhat) = k.local(*dy, y);
+                            *dy = factor * (g - mean_g - xhat * mean_gx);
+                        }
+                    }
+                }
+                (sg, sgx)
             })
             .collect();
         if let Some(node) = node_y {
-            // dL/dy over the output gradient, in place.
-            let dy = grad.storage_mut::<f32>();
-            dy.par_chunks_mut(voxels).zip(y.par_chunks(voxels)).enumerate().for_each(|(nc, (dy, y))| {
-                let ch = nc % c;
-                let k = norm.channel(ch);
-                let (sg, sgx) = sums[ch];
-                let factor = (norm.gamma[ch] as f64 * norm.scale[ch]) as f32;
-                let (mean_g, mean_gx) = ((sg / count) as f32, (sgx / count) as f32);
-                for (dy, &y) in dy.iter_mut().zip(y) {
-                    let (g, xhat) = k.local(*dy, y);
-                    *dy = factor * (g - mean_g - xhat * mean_gx);
-                }
-            });
             grads.register::<Flex>(node.id, grad);
         }
         if let Some(node) = node_gamma {

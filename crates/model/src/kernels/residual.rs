@@ -147,32 +147,48 @@ impl Backward<Flex, 3> for GateAddAct {
         let (out, _) = values::<5>(&out);
         let [n, c, d, hh, w] = dims;
         let voxels = d * hh * w;
-        // g' = g act'(out), over g in place: dL/dresidual.
-        let local = grad.storage_mut::<f32>();
-        local.par_chunks_mut(voxels).zip(out.par_chunks(voxels)).for_each(|(l, o)| {
-            for (l, &o) in l.iter_mut().zip(o) {
-                *l = if o < 0.0 { *l * slope } else { *l };
-            }
-        });
-        drop(out);
-        let local = grad.storage::<f32>();
+        let (h, _) = values::<5>(&h);
+        // Without a gate (all ones) dL/dh is g' itself, shared rather than copied.
+        let gated = !gates.iter().all(|&g| g == 1.0);
+        let len = if gated && node_h.is_some() { h.len() } else { 0 };
+        let mut dh = Vec::with_capacity(len);
+        let mut dh_chunks: Vec<_> = dh.spare_capacity_mut()[..len].chunks_mut(voxels).map(Some).collect();
+        dh_chunks.resize_with(n * c, || None);
+        // One pass per channel, while it is in cache: g' = g act'(out) over g in place
+        // (dL/dresidual), its dot product with h (dL/dgate), g' times the gate (dL/dh).
+        let sums: Vec<f32> = grad
+            .storage_mut::<f32>()
+            .par_chunks_mut(voxels)
+            .zip(out.par_chunks(voxels).zip(h.par_chunks(voxels)))
+            .zip(dh_chunks.par_iter_mut())
+            .enumerate()
+            .map(|(nc, ((l, (o, h)), dh))| {
+                for (l, &o) in l.iter_mut().zip(o) {
+                    *l = if o < 0.0 { *l * slope } else { *l };
+                }
+                if let Some(dh) = dh {
+                    for (dh, &l) in dh.iter_mut().zip(l.iter()) {
+                        dh.write(l * gates[nc]);
+                    }
+                }
+                match node_gate {
+                    Some(_) => lane_sums2(l, h, |l, h| (l * h, 0.0)).0 as f32,
+                    None => 0.0,
+                }
+            })
+            .collect();
+        drop(dh_chunks);
+        drop((out, h));
         if let Some(node) = node_gate {
-            let (h, _) = values::<5>(&h);
-            let sums: Vec<f32> = local
-                .par_chunks(voxels)
-                .zip(h.par_chunks(voxels))
-                .map(|(l, h)| lane_sums2(l, h, |l, h| (l * h, 0.0)).0 as f32)
-                .collect();
             grads.register::<Flex>(node.id, tensor(sums, [n, c]));
         }
         if let Some(node) = node_h {
-            // Without a gate (all ones) dL/dh is g' itself, shared rather than copied.
-            let dh = if gates.iter().all(|&g| g == 1.0) {
-                grad.clone()
-            } else {
-                let mut dh = local.to_vec();
-                dh.par_chunks_mut(voxels).enumerate().for_each(|(nc, dh)| dh.iter_mut().for_each(|v| *v *= gates[nc]));
+            let dh = if gated {
+                // Safety: each of the `n c` chunks of `voxels` was written above.
+                unsafe { dh.set_len(len) };
                 tensor(dh, dims)
+            } else {
+                grad.clone()
             };
             grads.register::<Flex>(node.id, dh);
         }
