@@ -330,20 +330,14 @@ macro_rules! weight_tile_for {
                     let end = (first + chunk).min(last);
                     let mut ci = 0;
                     while ci < cin {
-                        // A 1x1x1 kernel has one tap: six input channels a pass keep
-                        // as many multiply-adds per load as two channels x three taps.
-                        let step = match (cin - ci, KW) {
-                            (6.., 1) => 6,
-                            (2.., _) => 2,
-                            _ => 1,
-                        };
                         let range = first..end;
-                        match step {
-                            6 => unrolled::<KW, 6>(job, block, ci, range, unroll, &mut partial),
-                            2 => unrolled::<KW, 2>(job, block, ci, range, unroll, &mut partial),
-                            _ => unrolled::<KW, 1>(job, block, ci, range, unroll, &mut partial),
+                        if ci + 1 < cin {
+                            unrolled::<KW, 2>(job, block, ci, range, unroll, &mut partial);
+                            ci += 2;
+                        } else {
+                            unrolled::<KW, 1>(job, block, ci, range, unroll, &mut partial);
+                            ci += 1;
                         }
-                        ci += step;
                     }
                     first = end;
                 }
@@ -353,8 +347,8 @@ macro_rules! weight_tile_for {
                     let co = block * RC + r;
                     for k in 0..cin * taps {
                         $store(lanes.as_mut_ptr(), partial[r * cin * taps + k]);
-                        // Halves added pairwise (vectorised; a serial f64 chain of 16
-                        // dependent adds per vector was a tenth of a task's time).
+                        // Halves added pairwise: vector adds, where a sum in f64 was a
+                        // serial chain of 16 dependent adds per vector.
                         let mut width = $width;
                         while width > 1 {
                             width /= 2;
@@ -504,8 +498,7 @@ mod tests {
 
     /// Small shapes around the tiles' sizes: odd widths (not multiples of 8 or 16),
     /// channel counts that are not multiples of the tiles' 2 or 4, depth below the
-    /// kernel, 1x1x1 (nine input channels: passes of 6, 2 and 1) and flat (3, 3, 1)
-    /// kernels, a batch of two; rows of whole vectors
+    /// kernel, 1x1x1 and flat (3, 3, 1) kernels, a batch of two; rows of whole vectors
     /// (read in place) with a last block of one channel; one wide and deep enough for
     /// several row chunks per task; rows of 1 to 12 vectors (taken 1, 2, 3 or 4 at a
     /// time).
@@ -514,7 +507,7 @@ mod tests {
         ([1, 3, 4, 5, 7], 5, [3, 3, 3]),
         ([2, 2, 3, 3, 17], 3, [3, 3, 3]),
         ([1, 5, 3, 4, 23], 7, [3, 3, 1]),
-        ([1, 9, 2, 3, 33], 9, [1, 1, 1]),
+        ([1, 6, 2, 3, 33], 9, [1, 1, 1]),
         ([1, 1, 2, 6, 19], 6, [3, 3, 3]),
         ([1, 7, 3, 2, 40], 2, [3, 3, 3]),
         ([2, 3, 3, 4, 32], 5, [3, 3, 3]),

@@ -151,8 +151,8 @@ impl Backward<Flex, 3> for GateAddAct {
         // Without a gate (all ones) dL/dh is g' itself, shared rather than copied.
         let gated = !gates.iter().all(|&g| g == 1.0);
         let len = if gated && node_h.is_some() { h.len() } else { 0 };
-        let mut dh = Vec::with_capacity(len);
-        let mut dh_chunks: Vec<_> = dh.spare_capacity_mut()[..len].chunks_mut(voxels).map(Some).collect();
+        let mut dh = vec![0f32; len];
+        let mut dh_chunks: Vec<_> = dh.chunks_mut(voxels).map(Some).collect();
         dh_chunks.resize_with(n * c, || None);
         // One pass per channel, while it is in cache: g' = g act'(out) over g in place
         // (dL/dresidual), its dot product with h (dL/dgate), g' times the gate (dL/dh).
@@ -167,9 +167,7 @@ impl Backward<Flex, 3> for GateAddAct {
                     *l = if o < 0.0 { *l * slope } else { *l };
                 }
                 if let Some(dh) = dh {
-                    for (dh, &l) in dh.iter_mut().zip(l.iter()) {
-                        dh.write(l * gates[nc]);
-                    }
+                    dh.iter_mut().zip(l.iter()).for_each(|(dh, &l)| *dh = l * gates[nc]);
                 }
                 match node_gate {
                     Some(_) => lane_sums2(l, h, |l, h| (l * h, 0.0)).0 as f32,
@@ -183,13 +181,7 @@ impl Backward<Flex, 3> for GateAddAct {
             grads.register::<Flex>(node.id, tensor(sums, [n, c]));
         }
         if let Some(node) = node_h {
-            let dh = if gated {
-                // Safety: each of the `n c` chunks of `voxels` was written above.
-                unsafe { dh.set_len(len) };
-                tensor(dh, dims)
-            } else {
-                grad.clone()
-            };
+            let dh = if gated { tensor(dh, dims) } else { grad.clone() };
             grads.register::<Flex>(node.id, dh);
         }
         if let Some(node) = node_residual {
