@@ -160,7 +160,7 @@ impl Backward<Flex, 3> for GateAddAct {
             .storage_mut::<f32>()
             .par_chunks_mut(voxels)
             .zip(out.par_chunks(voxels).zip(h.par_chunks(voxels)))
-            .zip(dh_chunks.par_iter_mut())
+            .zip(dh_chunks.into_par_iter())
             .enumerate()
             .map(|(nc, ((l, (o, h)), dh))| {
                 for (l, &o) in l.iter_mut().zip(o) {
@@ -175,7 +175,6 @@ impl Backward<Flex, 3> for GateAddAct {
                 }
             })
             .collect();
-        drop(dh_chunks);
         drop((out, h));
         if let Some(node) = node_gate {
             grads.register::<Flex>(node.id, tensor(sums, [n, c]));
