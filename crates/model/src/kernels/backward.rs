@@ -108,8 +108,9 @@ const LANES: usize = 16;
 /// with its output gradient `dy` `[n, cout, d', h', w']` (`n' = ceil(n / stride)`).
 ///
 /// Vector lanes run along W as in the forward kernel: a register tile holds the
-/// partial sums of `RC` output channels x 2 input channels x the `kw` taps of one
-/// kernel row `(a, b)` while a chunk of output rows streams past (see the tile). `x` is
+/// partial sums of `RC` output channels x 2 input channels (a last block of at most
+/// `RC / 2` channels: half as many x 4) x the `kw` taps of one kernel row `(a, b)` while
+/// a chunk of output rows streams past (see the tile). `x` is
 /// copied with the convolution's halo into a reused buffer, a stride along W storing
 /// each row as its phases (as [`conv3d`] does, so a tap reads one contiguous vector);
 /// `dy` is read in place when its rows are whole vectors, else copied with its rows
@@ -290,61 +291,70 @@ macro_rules! weight_tile_for {
             use std::arch::x86_64::*;
 
             pub const RC: usize = $rc;
+            /// The narrow tile of a last block of at most `RC / 2` output channels: as
+            /// many accumulators, twice the input channels per pass (`cout` 30, 34 or 14
+            /// in blocks of 4 would leave half the last block's multiply-adds unused).
+            const HALF: usize = $rc / 2;
 
             #[target_feature(enable = $features)]
             pub unsafe fn planes(job: &WeightJob, block: usize, z: std::ops::Range<usize>, sums: &mut [f64]) {
-                match job.kernel[2] {
-                    3 => tile::<3>(job, block, z, sums),
-                    _ => tile::<1>(job, block, z, sums),
+                let first = block * RC;
+                let narrow = job.cout - first <= HALF;
+                match (job.kernel[2], narrow) {
+                    (3, false) => tile::<3, RC, 2>(job, first, z, sums),
+                    (3, true) => tile::<3, HALF, 4>(job, first, z, sums),
+                    (_, false) => tile::<1, RC, 2>(job, first, z, sums),
+                    (_, true) => tile::<1, HALF, 4>(job, first, z, sums),
                 }
             }
 
-            /// For every pair of input channels and kernel row `(a, b)`: `RC x 2 x KW`
-            /// vector sums over the output rows of planes `z` of the block's `dy` times the
-            /// inputs shifted by each tap (two input channels per pass: `RC + 2 KW` loads
-            /// feed `2 RC KW` multiply-adds). The rows are taken a chunk at a time, a
+            /// For every `CI` input channels and kernel row `(a, b)`: `R x CI x KW` vector
+            /// sums over the output rows of planes `z` of output channels `first..first +
+            /// R`'s `dy` times the inputs shifted by each tap (`R + CI KW` loads feed
+            /// `R CI KW` multiply-adds). The rows are taken a chunk at a time, a
             /// chunk's `dy` within 16 KiB so the passes over it read the L1 cache; the
             /// register sums of each pass are added to vector partial sums, whose lanes are
             /// summed (in f64) once, at the end.
             #[target_feature(enable = $features)]
             #[inline]
-            unsafe fn tile<const KW: usize>(
+            unsafe fn tile<const KW: usize, const R: usize, const CI: usize>(
                 job: &WeightJob,
-                block: usize,
+                first: usize,
                 z: std::ops::Range<usize>,
                 sums: &mut [f64],
             ) {
                 let WeightJob { cin, cout, kernel: [kd, kh, _], dims: [_, h, rows], .. } = *job;
                 let taps = kd * kh * KW;
-                let chunk = (4096 / (RC * rows)).max(1);
+                let chunk = (4096 / (R * rows)).max(1);
                 // A row's vectors in straight runs of `unroll`, the largest of 4, 3, 2 and
                 // 1 that divides them: rows are only a few vectors long (3 at 48 wide), and
                 // a loop of three iterations per row made the tile 12-17% slower.
                 let vectors = rows / $width;
                 let unroll = [4, 3, 2].into_iter().find(|u| vectors % u == 0).unwrap_or(1);
-                // `[RC][cin][taps]` vectors.
-                let mut partial: Vec<$vector> = vec![$zero(); RC * cin * taps];
+                // `[R][cin][taps]` vectors.
+                let mut partial: Vec<$vector> = vec![$zero(); R * cin * taps];
                 let last = z.end * h;
-                let mut first = z.start * h;
-                while first < last {
-                    let end = (first + chunk).min(last);
+                let mut start = z.start * h;
+                while start < last {
+                    let end = (start + chunk).min(last);
                     let mut ci = 0;
                     while ci < cin {
-                        let range = first..end;
-                        if ci + 1 < cin {
-                            unrolled::<KW, 2>(job, block, ci, range, unroll, &mut partial);
-                            ci += 2;
-                        } else {
-                            unrolled::<KW, 1>(job, block, ci, range, unroll, &mut partial);
-                            ci += 1;
+                        let (range, partial) = (start..end, &mut partial);
+                        // `CI` input channels a pass, the last ones 2 or 1 at a time.
+                        let step = [CI, 2, 1].into_iter().find(|&q| ci + q <= cin).unwrap_or(1);
+                        match step {
+                            2 if CI != 2 => unrolled::<KW, R, 2>(job, first, ci, range, unroll, partial),
+                            1 => unrolled::<KW, R, 1>(job, first, ci, range, unroll, partial),
+                            _ => unrolled::<KW, R, CI>(job, first, ci, range, unroll, partial),
                         }
+                        ci += step;
                     }
-                    first = end;
+                    start = end;
                 }
-                let channels = (cout - block * RC).min(RC);
+                let channels = (cout - first).min(R);
                 let mut lanes = [0f32; $width];
                 for r in 0..channels {
-                    let co = block * RC + r;
+                    let co = first + r;
                     for k in 0..cin * taps {
                         $store(lanes.as_mut_ptr(), partial[r * cin * taps + k]);
                         // Halves added pairwise: vector adds, where a sum in f64 was a
@@ -364,19 +374,19 @@ macro_rules! weight_tile_for {
             /// [`pass`] with each row taken `unroll` vectors at a time.
             #[target_feature(enable = $features)]
             #[inline]
-            unsafe fn unrolled<const KW: usize, const CI: usize>(
+            unsafe fn unrolled<const KW: usize, const R: usize, const CI: usize>(
                 job: &WeightJob,
-                block: usize,
+                first: usize,
                 ci: usize,
                 rows_range: std::ops::Range<usize>,
                 unroll: usize,
                 partial: &mut [$vector],
             ) {
                 match unroll {
-                    4 => pass::<KW, CI, 4>(job, block, ci, rows_range, partial),
-                    3 => pass::<KW, CI, 3>(job, block, ci, rows_range, partial),
-                    2 => pass::<KW, CI, 2>(job, block, ci, rows_range, partial),
-                    _ => pass::<KW, CI, 1>(job, block, ci, rows_range, partial),
+                    4 => pass::<KW, R, CI, 4>(job, first, ci, rows_range, partial),
+                    3 => pass::<KW, R, CI, 3>(job, first, ci, rows_range, partial),
+                    2 => pass::<KW, R, CI, 2>(job, first, ci, rows_range, partial),
+                    _ => pass::<KW, R, CI, 1>(job, first, ci, rows_range, partial),
                 }
             }
 
@@ -384,9 +394,9 @@ macro_rules! weight_tile_for {
             /// each row `V` vectors at a time (`V` divides the row's vectors).
             #[target_feature(enable = $features)]
             #[inline]
-            unsafe fn pass<const KW: usize, const CI: usize, const V: usize>(
+            unsafe fn pass<const KW: usize, const R: usize, const CI: usize, const V: usize>(
                 job: &WeightJob,
-                block: usize,
+                first: usize,
                 ci: usize,
                 rows_range: std::ops::Range<usize>,
                 partial: &mut [$vector],
@@ -404,12 +414,12 @@ macro_rules! weight_tile_for {
                 } = *job;
                 let taps = kd * kh * KW;
                 // A block past `cout` reads its last channel again (sums never kept).
-                let channels = (job.cout - block * RC).min(RC);
-                let dy_rows: [*const f32; RC] =
-                    std::array::from_fn(|r| dy.as_ptr().add((block * RC + r.min(channels - 1)) * d * h * rows));
+                let channels = (job.cout - first).min(R);
+                let dy_rows: [*const f32; R] =
+                    std::array::from_fn(|r| dy.as_ptr().add((first + r.min(channels - 1)) * d * h * rows));
                 for a in 0..kd {
                     for b in 0..kh {
-                        let mut acc = [[[$zero(); KW]; CI]; RC];
+                        let mut acc = [[[$zero(); KW]; CI]; R];
                         // The rows a plane at a time: within one, the input rows step by
                         // `sh` padded rows and the gradient rows by one (no division
                         // per row, only the pointers' increments).
@@ -425,14 +435,14 @@ macro_rules! weight_tile_for {
                                 for segment in 0..rows / (V * $width) {
                                     for u in 0..V {
                                         let x0 = (segment * V + u) * $width;
-                                        let mut g = [$zero(); RC];
-                                        for r in 0..RC {
+                                        let mut g = [$zero(); R];
+                                        for r in 0..R {
                                             g[r] = $load(dy_rows[r].add(out_row + x0));
                                         }
                                         for q in 0..CI {
                                             for c in 0..KW {
                                                 let v = $load(in_rows[q].add(x0 + column[c]));
-                                                for r in 0..RC {
+                                                for r in 0..R {
                                                     acc[r][q][c] = $fma(g[r], v, acc[r][q][c]);
                                                 }
                                             }
@@ -447,7 +457,7 @@ macro_rules! weight_tile_for {
                             row = end;
                         }
                         let tap0 = (a * kh + b) * KW;
-                        for r in 0..RC {
+                        for r in 0..R {
                             for q in 0..CI {
                                 for c in 0..KW {
                                     let p = &mut partial[(r * cin + ci + q) * taps + tap0 + c];
@@ -497,7 +507,8 @@ mod tests {
     use burn::tensor::Distribution;
 
     /// Small shapes around the tiles' sizes: odd widths (not multiples of 8 or 16),
-    /// channel counts that are not multiples of the tiles' 2 or 4, depth below the
+    /// channel counts that are not multiples of the tiles' 2 or 4 (last blocks of the
+    /// wide tile, and of the narrow one with 1 to 7 input channels), depth below the
     /// kernel, 1x1x1 and flat (3, 3, 1) kernels, a batch of two; rows of whole vectors
     /// (read in place) with a last block of one channel; one wide and deep enough for
     /// several row chunks per task; rows of 1 to 12 vectors (taken 1, 2, 3 or 4 at a
