@@ -25,12 +25,42 @@ pub fn voxseg(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_voxseg")).args(args).output().unwrap()
 }
 
-/// An empty folder of its own for one test.
-pub fn scratch(name: &str) -> PathBuf {
+/// An empty folder of its own for one test: removed when the test passes, kept (and
+/// named on stderr) when it fails, so that what the commands left can be looked at.
+/// Segmentations, packages and reports of a whole suite run would otherwise pile up
+/// in the temporary directory run after run.
+pub fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("voxseg-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+/// See [`scratch`]; a path everywhere a `&Path` is taken.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for a look: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// The command succeeded (else its stderr is the failure message).
