@@ -512,9 +512,9 @@ mod tests {
     /// kernel, 1x1x1 and flat (3, 3, 1) kernels, a batch of two; rows of whole vectors
     /// (read in place) with a last block of one channel; one wide and deep enough for
     /// several row chunks per task; rows of 1 to 12 vectors (taken 1, 2, 3 or 4 at a
-    /// time).
+    /// time); a row of one voxel (both outer taps wholly in the halo).
     /// (input `[n, cin, d, h, w]`, output channels, kernel)
-    const CASES: [([usize; 5], usize, [usize; 3]); 10] = [
+    const CASES: [([usize; 5], usize, [usize; 3]); 11] = [
         ([1, 3, 4, 5, 7], 5, [3, 3, 3]),
         ([2, 2, 3, 3, 17], 3, [3, 3, 3]),
         ([1, 5, 3, 4, 23], 7, [3, 3, 1]),
@@ -525,18 +525,21 @@ mod tests {
         ([1, 2, 16, 9, 70], 3, [3, 3, 3]),
         ([1, 3, 3, 2, 64], 4, [3, 3, 3]),
         ([1, 2, 4, 3, 96], 3, [3, 3, 3]),
+        ([1, 2, 3, 4, 1], 3, [3, 3, 3]),
     ];
 
     /// Strided weight gradients: AnatomyNet's stem (stride 2, one input channel, even
-    /// and odd sides), nnU-Net's anisotropic ones, a 1x1x1 one, a batch of two.
+    /// and odd sides), nnU-Net's anisotropic ones, a 1x1x1 one, a batch of two, one
+    /// strided along D and H only.
     /// (input, output channels, kernel, stride)
     type Strided = ([usize; 5], usize, [usize; 3], [usize; 3]);
-    const STRIDED: [Strided; 5] = [
+    const STRIDED: [Strided; 6] = [
         ([1, 1, 6, 8, 34], 28, [3, 3, 3], [2, 2, 2]),
         ([2, 1, 5, 7, 33], 6, [3, 3, 3], [2, 2, 2]),
         ([1, 3, 4, 6, 20], 5, [1, 3, 3], [1, 2, 2]),
         ([1, 4, 5, 4, 9], 3, [3, 3, 3], [2, 1, 2]),
         ([1, 2, 4, 4, 18], 3, [1, 1, 1], [2, 2, 2]),
+        ([2, 3, 5, 7, 19], 5, [3, 3, 3], [2, 2, 1]),
     ];
 
     /// The definition in f64: dL/dw[co][ci][tap] = sum_p dy[co][p] x[ci][s p + tap - k/2].
