@@ -112,7 +112,8 @@ const LANES: usize = 16;
 /// `RC / 2` channels: half as many x 4) x the `kw` taps of one kernel row `(a, b)` while
 /// a chunk of output rows streams past (see the tile). `x` is
 /// copied with the convolution's halo into a reused buffer, a stride along W storing
-/// each row as its phases (as [`conv3d`] does, so a tap reads one contiguous vector);
+/// each row as its phases (as [`conv3d`] does, so a tap reads one contiguous vector;
+/// a 1x1x1 kernel at stride 1 on rows of whole vectors reads `x` where it lies);
 /// `dy` is read in place when its rows are whole vectors, else copied with its rows
 /// zero-padded to whole vectors (so padding lanes add nothing).
 pub(crate) fn weight_grad(
@@ -158,7 +159,14 @@ fn weight_grad_with(
     let out_size = dout * hout * wout;
     for item in 0..n {
         let x = &x[item * cin * d * h * w..][..cin * d * h * w];
-        pad_into(&mut padded_x, x, [cin, d, h, w], [dp, hp, phase], halo, sw);
+        // A 1x1x1 kernel at stride 1 on rows of whole vectors reads `x` as it lies (its
+        // padded copy would be the same values: no halo, no phases, no row padding).
+        let x = if halo == [0; 3] && stride == [1; 3] && rows == w {
+            x
+        } else {
+            pad_into(&mut padded_x, x, [cin, d, h, w], [dp, hp, phase], halo, sw);
+            &padded_x[..]
+        };
         let dy = &dy[item * cout * out_size..][..cout * out_size];
         // Rows of whole vectors are read in place; others are copied, zero-padded.
         let mut padded_dy = Vec::new();
@@ -169,7 +177,7 @@ fn weight_grad_with(
             &padded_dy
         };
         let job = WeightJob {
-            x: &padded_x,
+            x,
             dy,
             cin,
             cout,
@@ -512,9 +520,10 @@ mod tests {
     /// kernel, 1x1x1 and flat (3, 3, 1) kernels, a batch of two; rows of whole vectors
     /// (read in place) with a last block of one channel; one wide and deep enough for
     /// several row chunks per task; rows of 1 to 12 vectors (taken 1, 2, 3 or 4 at a
-    /// time); a row of one voxel (both outer taps wholly in the halo).
+    /// time); a row of one voxel (both outer taps wholly in the halo); a 1x1x1 kernel on
+    /// rows of whole vectors (its input read in place).
     /// (input `[n, cin, d, h, w]`, output channels, kernel)
-    const CASES: [([usize; 5], usize, [usize; 3]); 11] = [
+    const CASES: [([usize; 5], usize, [usize; 3]); 12] = [
         ([1, 3, 4, 5, 7], 5, [3, 3, 3]),
         ([2, 2, 3, 3, 17], 3, [3, 3, 3]),
         ([1, 5, 3, 4, 23], 7, [3, 3, 1]),
@@ -526,6 +535,7 @@ mod tests {
         ([1, 3, 3, 2, 64], 4, [3, 3, 3]),
         ([1, 2, 4, 3, 96], 3, [3, 3, 3]),
         ([1, 2, 3, 4, 1], 3, [3, 3, 3]),
+        ([2, 5, 3, 2, 32], 6, [1, 1, 1]),
     ];
 
     /// Strided weight gradients: AnatomyNet's stem (stride 2, one input channel, even

@@ -109,31 +109,39 @@ impl Backward<Flex, 3> for UpSample {
         let (weights, [cin, _, kd, kh, kw]) = values::<5>(&weight);
         let (d, h, w) = (d2 / kd, h2 / kh, w2 / kw);
         let taps = kd * kh * kw;
+        // dy' `[n][cout * taps][d][h][w]`, and each of its planes' sum (for the bias's
+        // gradient, summed while the plane is in cache rather than in a pass over dy).
+        let mut folded = vec![0f32; dy.len()];
+        let plane_sums: Vec<f64> = folded
+            .par_chunks_mut(h * w)
+            .enumerate()
+            .map(|(plane, dst)| {
+                let (item_k, z) = (plane / d, plane % d);
+                let (item_co, tap) = (item_k / taps, item_k % taps);
+                let (a, b, c) = (tap / (kh * kw), tap / kw % kh, tap % kw);
+                let src = &dy[(item_co * d2 + z * kd + a) * h2 * w2..][..h2 * w2];
+                for (y, row) in dst.chunks_mut(w).enumerate() {
+                    let src = &src[(y * kh + b) * w2..][..w2];
+                    for (x, value) in row.iter_mut().enumerate() {
+                        *value = src[x * kw + c];
+                    }
+                }
+                lane_sum(dst, |v| v)
+            })
+            .collect();
+        drop(dy);
         if let Some(node) = node_bias {
-            let sums: Vec<f32> = (0..cout)
-                .into_par_iter()
+            // Planes `[n][cout][taps][d]`: channel `co`'s are `taps d` in a row, per item.
+            let per_channel = taps * d;
+            let sums = (0..cout)
                 .map(|co| {
-                    (0..n).map(|i| lane_sum(&dy[(i * cout + co) * d2 * h2 * w2..][..d2 * h2 * w2], |v| v)).sum::<f64>()
-                        as f32
+                    (0..n)
+                        .map(|i| plane_sums[(i * cout + co) * per_channel..][..per_channel].iter().sum::<f64>())
+                        .sum::<f64>() as f32
                 })
                 .collect();
             grads.register::<Flex>(node.id, tensor(sums, [cout]));
         }
-        // dy' `[n][cout * taps][d][h][w]`.
-        let mut folded = vec![0f32; dy.len()];
-        folded.par_chunks_mut(h * w).enumerate().for_each(|(plane, dst)| {
-            let (item_k, z) = (plane / d, plane % d);
-            let (item_co, tap) = (item_k / taps, item_k % taps);
-            let (a, b, c) = (tap / (kh * kw), tap / kw % kh, tap % kw);
-            let src = &dy[(item_co * d2 + z * kd + a) * h2 * w2..][..h2 * w2];
-            for (y, row) in dst.chunks_mut(w).enumerate() {
-                let src = &src[(y * kh + b) * w2..][..w2];
-                for (x, value) in row.iter_mut().enumerate() {
-                    *value = src[x * kw + c];
-                }
-            }
-        });
-        drop(dy);
         if let Some(node) = node_x {
             let conv = Conv {
                 cin: cout * taps,
