@@ -74,9 +74,22 @@ impl Components {
     /// Components of each non-zero value of `labels` (shape `[nx, ny, nz]`, x fastest);
     /// zero is background.
     pub fn new(labels: &[u16], shape: [usize; 3], connectivity: Connectivity) -> Components {
+        Components::of(labels, shape, connectivity, |&label| label)
+    }
+
+    /// Components of each non-zero `label_of(value)` over `values` (shape as [`new`]'s):
+    /// the regions of an image above a threshold without a label map of its size.
+    ///
+    /// [`new`]: Components::new
+    pub fn of<T: Sync>(
+        values: &[T],
+        shape: [usize; 3],
+        connectivity: Connectivity,
+        label_of: impl Fn(&T) -> u16 + Sync,
+    ) -> Components {
         let [nx, ny, nz] = shape;
-        assert_eq!(labels.len(), nx * ny * nz, "label buffer does not match its shape");
-        let (row_start, runs) = find_runs(labels, nx, ny * nz);
+        assert_eq!(values.len(), nx * ny * nz, "value buffer does not match its shape");
+        let (row_start, runs) = find_runs(values, nx, ny * nz, label_of);
         let mut parent: Vec<u32> = (0..runs.len() as u32).collect();
         for k in 0..nz {
             for j in 0..ny {
@@ -145,6 +158,22 @@ impl Components {
         });
     }
 
+    /// Inclusive bounding box `(lo, hi)` of component `index`, `[x, y, z]`.
+    pub fn bounding_box(&self, index: usize) -> ([usize; 3], [usize; 3]) {
+        let ny = self.shape[1];
+        let (mut lo, mut hi) = ([usize::MAX; 3], [0; 3]);
+        for r in 0..self.row_start.len() - 1 {
+            for (_, run) in self.row_runs(r).filter(|&(q, _)| self.component_of_run[q] as usize == index) {
+                let [first, last] = [[run.start as usize, r % ny, r / ny], [run.end as usize - 1, r % ny, r / ny]];
+                for a in 0..3 {
+                    lo[a] = lo[a].min(first[a]);
+                    hi[a] = hi[a].max(last[a]);
+                }
+            }
+        }
+        (lo, hi)
+    }
+
     /// The runs of row `r` with their indices, and the row's `(j, k)`.
     pub(crate) fn row_runs(&self, r: usize) -> impl Iterator<Item = (usize, Run)> + '_ {
         (self.row_start[r]..self.row_start[r + 1]).map(|q| (q, self.runs[q]))
@@ -152,10 +181,15 @@ impl Components {
 }
 
 /// Runs of every row, rows in raster order; `row_start` has one entry per row plus one.
-fn find_runs(labels: &[u16], nx: usize, rows: usize) -> (Vec<usize>, Vec<Run>) {
+fn find_runs<T: Sync>(
+    values: &[T],
+    nx: usize,
+    rows: usize,
+    label_of: impl Fn(&T) -> u16 + Sync,
+) -> (Vec<usize>, Vec<Run>) {
     // One pass per slab of rows in parallel; each slab keeps its runs and row counts.
     let rows_per_slab = rows.div_ceil(rayon::current_num_threads() * 8).max(1);
-    let slabs: Vec<(Vec<Run>, Vec<u32>)> = labels
+    let slabs: Vec<(Vec<Run>, Vec<u32>)> = values
         .par_chunks(nx * rows_per_slab)
         .map(|slab| {
             let mut runs = Vec::new();
@@ -164,9 +198,9 @@ fn find_runs(labels: &[u16], nx: usize, rows: usize) -> (Vec<usize>, Vec<Run>) {
                 let before = runs.len();
                 let mut i = 0;
                 while i < nx {
-                    let label = row[i];
+                    let label = label_of(&row[i]);
                     let start = i;
-                    while i < nx && row[i] == label {
+                    while i < nx && label_of(&row[i]) == label {
                         i += 1;
                     }
                     if label != 0 {
@@ -274,5 +308,26 @@ mod tests {
         let mut erased = l.clone();
         cc.erase(&mut erased, |c| c == 1);
         assert_eq!(erased.iter().filter(|&&v| v == 5).count(), 2);
+    }
+
+    /// Bounding boxes from the runs, and components of values by a labelling closure:
+    /// an L across two slices beside a lone voxel, from an image thresholded at 0.5.
+    #[test]
+    fn bounding_boxes_of_thresholded_values() {
+        let shape = [5, 4, 3];
+        let at = |x: usize, y: usize, z: usize| x + 5 * (y + 4 * z);
+        let mut image = vec![0f32; 60];
+        for x in 1..4 {
+            image[at(x, 2, 1)] = 1.0; // a row in slice 1
+        }
+        image[at(3, 3, 1)] = 0.9;
+        image[at(3, 3, 2)] = 0.8; // up into slice 2
+        image[at(0, 0, 0)] = 2.0;
+        image[at(4, 0, 0)] = 0.4; // below the threshold
+        let cc = Components::of(&image, shape, Connectivity::Faces, |&v| u16::from(v > 0.5));
+        let sizes: Vec<u64> = cc.components().iter().map(|c| c.voxels).collect();
+        assert_eq!(sizes, [1, 5]);
+        assert_eq!(cc.bounding_box(0), ([0, 0, 0], [0, 0, 0]));
+        assert_eq!(cc.bounding_box(1), ([1, 2, 1], [3, 3, 2]));
     }
 }

@@ -3,6 +3,7 @@
 //! capped to a maximum size in mm per voxel axis.
 
 use serde::{Deserialize, Serialize};
+use voxseg_postprocess::{Components, Connectivity};
 use voxseg_volume::Image;
 
 use crate::error::Error;
@@ -67,42 +68,17 @@ pub fn region_window(image: &Image, crop: &RegionCrop) -> Result<Window, Error> 
 
 /// Inclusive bounding box of the largest 6-connected component of `data > threshold`
 /// (ties: the component met first in buffer order), or `None` when no voxel is above.
+/// The components are `voxseg-postprocess`'s, run by run.
 pub fn largest_region_box(data: &[f32], shape: [usize; 3], threshold: f32) -> Option<([usize; 3], [usize; 3])> {
-    let [nx, ny, nz] = shape;
-    let mut todo: Vec<bool> = data.iter().map(|&v| v > threshold).collect();
-    let mut best: Option<(usize, [usize; 3], [usize; 3])> = None;
-    let mut stack = Vec::new();
-    for seed in 0..todo.len() {
-        if !todo[seed] {
-            continue;
-        }
-        todo[seed] = false;
-        stack.push(seed);
-        let (mut count, mut lo, mut hi) = (0usize, [usize::MAX; 3], [0usize; 3]);
-        while let Some(v) = stack.pop() {
-            count += 1;
-            let p = [v % nx, (v / nx) % ny, v / (nx * ny)];
-            for a in 0..3 {
-                lo[a] = lo[a].min(p[a]);
-                hi[a] = hi[a].max(p[a]);
-            }
-            let strides = [1, nx, nx * ny];
-            for a in 0..3 {
-                if p[a] > 0 && todo[v - strides[a]] {
-                    todo[v - strides[a]] = false;
-                    stack.push(v - strides[a]);
-                }
-                if p[a] + 1 < [nx, ny, nz][a] && todo[v + strides[a]] {
-                    todo[v + strides[a]] = false;
-                    stack.push(v + strides[a]);
-                }
-            }
-        }
-        if best.as_ref().is_none_or(|b| count > b.0) {
-            best = Some((count, lo, hi));
+    let regions = Components::of(data, shape, Connectivity::Faces, |&v| u16::from(v > threshold));
+    // Numbered in buffer order of their first voxel: the first of the largest wins.
+    let mut largest: Option<(usize, u64)> = None;
+    for (index, region) in regions.components().iter().enumerate() {
+        if largest.is_none_or(|(_, voxels)| region.voxels > voxels) {
+            largest = Some((index, region.voxels));
         }
     }
-    best.map(|(_, lo, hi)| (lo, hi))
+    largest.map(|(index, _)| regions.bounding_box(index))
 }
 
 #[cfg(test)]
