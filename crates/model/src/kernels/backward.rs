@@ -110,12 +110,14 @@ const LANES: usize = 16;
 /// Vector lanes run along W as in the forward kernel: a register tile holds the
 /// partial sums of `RC` output channels x 2 input channels (a last block of at most
 /// `RC / 2` channels: half as many x 4) x the `kw` taps of one kernel row `(a, b)` while
-/// a chunk of output rows streams past (see the tile). `x` is
-/// copied with the convolution's halo into a reused buffer, a stride along W storing
-/// each row as its phases (as [`conv3d`] does, so a tap reads one contiguous vector;
-/// a 1x1x1 kernel at stride 1 on rows of whole vectors reads `x` where it lies);
-/// `dy` is read in place when its rows are whole vectors, else copied with its rows
-/// zero-padded to whole vectors (so padding lanes add nothing).
+/// a chunk of output rows streams past (see the tile). Unstrided along W on rows of
+/// whole vectors (AnatomyNet's 48 and 96), `x` and `dy` are read where they lie: a
+/// kernel row whose input row falls in the halo is skipped, and the taps past a row's
+/// ends take its first or last vector shifted by a lane (see `WeightJob::in_place`).
+/// Otherwise `x` is copied with the convolution's halo into a reused buffer, a stride
+/// along W storing each row as its phases (as [`conv3d`] does, so a tap reads one
+/// contiguous vector), and `dy` is read in place when its rows are whole vectors, else
+/// copied with its rows zero-padded to whole vectors (so padding lanes add nothing).
 pub(crate) fn weight_grad(
     x: &[f32],
     dy: &[f32],
@@ -155,37 +157,51 @@ fn weight_grad_with(
     let chunks = dout.div_ceil(planes);
     let taps = kd * kh * kw;
     let mut sums = vec![0f64; cout * cin * taps];
-    let mut padded_x = X_SCRATCH.with_borrow_mut(std::mem::take);
+    // Unstrided along W on rows of whole vectors, `x` and `dy` are read where they lie
+    // (see `WeightJob::in_place`); otherwise both are copied, padded.
+    let in_place = sw == 1 && w % LANES == 0;
+    let mut padded_x = if in_place { Vec::new() } else { X_SCRATCH.with_borrow_mut(std::mem::take) };
     let out_size = dout * hout * wout;
     for item in 0..n {
         let x = &x[item * cin * d * h * w..][..cin * d * h * w];
-        // A 1x1x1 kernel at stride 1 on rows of whole vectors reads `x` as it lies (its
-        // padded copy would be the same values: no halo, no phases, no row padding).
-        let x = if halo == [0; 3] && stride == [1; 3] && rows == w {
-            x
+        let dy = &dy[item * cout * out_size..][..cout * out_size];
+        let mut padded_dy = Vec::new();
+        let job = if in_place {
+            WeightJob {
+                x,
+                dy,
+                cin,
+                cout,
+                kernel,
+                stride,
+                column: std::array::from_fn(|c| c as isize - halo[2] as isize),
+                dims: [dout, hout, wout],
+                extents: [d, h, w],
+                lead: [halo[0], halo[1]],
+                in_place,
+            }
         } else {
             pad_into(&mut padded_x, x, [cin, d, h, w], [dp, hp, phase], halo, sw);
-            &padded_x[..]
-        };
-        let dy = &dy[item * cout * out_size..][..cout * out_size];
-        // Rows of whole vectors are read in place; others are copied, zero-padded.
-        let mut padded_dy = Vec::new();
-        let dy = if wout == rows {
-            dy
-        } else {
-            pad_into(&mut padded_dy, dy, [cout, dout, hout, wout], [dout, hout, rows], [0; 3], 1);
-            &padded_dy
-        };
-        let job = WeightJob {
-            x,
-            dy,
-            cin,
-            cout,
-            kernel,
-            stride,
-            column: std::array::from_fn(|c| c % sw * phase + c / sw),
-            dims: [dout, hout, rows],
-            padded: [dp, hp, wp],
+            // Rows of whole vectors are read in place; others are copied, zero-padded.
+            let dy = if wout == rows {
+                dy
+            } else {
+                pad_into(&mut padded_dy, dy, [cout, dout, hout, wout], [dout, hout, rows], [0; 3], 1);
+                &padded_dy[..]
+            };
+            WeightJob {
+                x: &padded_x,
+                dy,
+                cin,
+                cout,
+                kernel,
+                stride,
+                column: std::array::from_fn(|c| (c % sw * phase + c / sw) as isize),
+                dims: [dout, hout, rows],
+                extents: [dp, hp, wp],
+                lead: [0, 0],
+                in_place,
+            }
         };
         let item_sums = (0..chunks * blocks)
             .into_par_iter()
@@ -203,7 +219,9 @@ fn weight_grad_with(
             .reduce(|| vec![0f64; cout * cin * taps], add);
         sums = add(sums, item_sums);
     }
-    X_SCRATCH.set(padded_x);
+    if !in_place {
+        X_SCRATCH.set(padded_x);
+    }
     sums.into_iter().map(|s| s as f32).collect()
 }
 
@@ -249,20 +267,41 @@ fn add(mut a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
 
 /// What one weight-gradient task reads.
 struct WeightJob<'a> {
-    /// `[cin][dp][hp][wp]`, the input with the convolution's halo (rows as phases).
+    /// `[cin][extents]`: the input where it lies (`in_place`), or a copy with the
+    /// convolution's halo (rows as phases).
     x: &'a [f32],
-    /// `[cout][d][h][rows]`, the output gradient, zero past `w` in each row.
+    /// `[cout][d][h][rows]`, the output gradient, zero past `w` in each row (where it
+    /// lies when its rows are whole vectors).
     dy: &'a [f32],
     cin: usize,
     cout: usize,
     kernel: [usize; 3],
     stride: [usize; 3],
-    /// Where tap `c` of an output row's first column lies in its padded input row.
-    column: [usize; 3],
+    /// Where tap `c` of an output row's first column lies from its input row's start.
+    column: [isize; 3],
     /// `[d', h', rows]`: the output's extents, rows padded to whole vectors.
     dims: [usize; 3],
-    /// `[dp, hp, wp]`: the padded input's extents.
-    padded: [usize; 3],
+    /// The input's extents as stored (`[d, h, w]` in place, else padded).
+    extents: [usize; 3],
+    /// Output row `(z, y)`'s kernel row `(a, b)` reads input row `(z sd + a - lead[0],
+    /// y sh + b - lead[1])`: the halo in place (rows outside are skipped), 0 padded.
+    lead: [usize; 2],
+    /// `x` and `dy` where they lie, rows of whole vectors, stride 1 along W: a tap's
+    /// vector reaching past its row (the halo along W) takes the row's own first or
+    /// last vector shifted by one lane, a zero shifted in, so no load leaves the row
+    /// at its ends and no padded copy is made.
+    in_place: bool,
+}
+
+/// The output indices `o < n_out` whose tap `a` reads an input index `o stride + a -
+/// lead` inside `0..n_in`.
+fn inside(a: usize, stride: usize, lead: usize, n_in: usize, n_out: usize) -> std::ops::Range<usize> {
+    let lo = lead.saturating_sub(a).div_ceil(stride);
+    let hi = match (n_in + lead).checked_sub(a + 1) {
+        Some(last) => (last / stride + 1).min(n_out),
+        None => 0,
+    };
+    lo..hi.max(lo)
 }
 
 /// Adds the task's output channels' `dL/dw` over planes `z` into `sums`.
@@ -293,9 +332,9 @@ fn pick_tile() -> Option<WeightTile> {
 #[cfg(target_arch = "x86_64")]
 macro_rules! weight_tile_for {
     ($isa:ident, $features:literal, $width:literal, $rc:literal, $vector:ident,
-     $zero:ident, $load:ident, $add:ident, $fma:ident, $store:ident) => {
+     $zero:ident, $load:ident, $add:ident, $fma:ident, $store:ident, $shift_up:path, $shift_down:path) => {
         mod $isa {
-            use super::WeightJob;
+            use super::{inside, WeightJob};
             use std::arch::x86_64::*;
 
             pub const RC: usize = $rc;
@@ -336,9 +375,12 @@ macro_rules! weight_tile_for {
                 let chunk = (4096 / (R * rows)).max(1);
                 // A row's vectors in straight runs of `unroll`, the largest of 4, 3, 2 and
                 // 1 that divides them: rows are only a few vectors long (3 at 48 wide), and
-                // a loop of three iterations per row made the tile 12-17% slower.
+                // a loop of three iterations per row made the tile 12-17% slower. In place
+                // the first and last vectors are taken apart (see `pass`), the runs
+                // between them.
                 let vectors = rows / $width;
-                let unroll = [4, 3, 2].into_iter().find(|u| vectors % u == 0).unwrap_or(1);
+                let runs = if job.in_place && KW > 1 { vectors.saturating_sub(2) } else { vectors };
+                let unroll = [4, 3, 2].into_iter().find(|u| runs % u == 0).unwrap_or(1);
                 // `[R][cin][taps]` vectors.
                 let mut partial: Vec<$vector> = vec![$zero(); R * cin * taps];
                 let last = z.end * h;
@@ -417,52 +459,72 @@ macro_rules! weight_tile_for {
                     stride: [sd, sh, _],
                     column,
                     dims: [d, h, rows],
-                    padded: [dp, hp, wp],
+                    extents: [xd, xh, xw],
+                    lead,
+                    in_place,
                     ..
                 } = *job;
                 let taps = kd * kh * KW;
+                let vectors = rows / $width;
+                // Taps past the row's ends (in place, `KW` 3): the first tap of the first
+                // vector and the last tap of the last vector, taken apart by `step`.
+                let edges = in_place && KW > 1;
                 // A block past `cout` reads its last channel again (sums never kept).
                 let channels = (job.cout - first).min(R);
                 let dy_rows: [*const f32; R] =
                     std::array::from_fn(|r| dy.as_ptr().add((first + r.min(channels - 1)) * d * h * rows));
                 for a in 0..kd {
+                    let planes = inside(a, sd, lead[0], xd, d);
                     for b in 0..kh {
+                        let ys = inside(b, sh, lead[1], xh, h);
                         let mut acc = [[[$zero(); KW]; CI]; R];
-                        // The rows a plane at a time: within one, the input rows step by
-                        // `sh` padded rows and the gradient rows by one (no division
-                        // per row, only the pointers' increments).
+                        // The rows a plane at a time, those whose input row lies inside:
+                        // within a plane the input rows step by `sh` rows and the gradient
+                        // rows by one (no division per row, only the pointers' increments).
                         let mut row = rows_range.start;
                         while row < rows_range.end {
                             let (zz, y) = (row / h, row % h);
                             let end = rows_range.end.min((zz + 1) * h);
-                            let mut out_row = row * rows;
-                            let mut in_rows: [*const f32; CI] = std::array::from_fn(|q| {
-                                x.as_ptr().add((((ci + q) * dp + zz * sd + a) * hp + y * sh + b) * wp)
-                            });
-                            for _ in row..end {
-                                for segment in 0..rows / (V * $width) {
-                                    for u in 0..V {
-                                        let x0 = (segment * V + u) * $width;
-                                        let mut g = [$zero(); R];
-                                        for r in 0..R {
-                                            g[r] = $load(dy_rows[r].add(out_row + x0));
-                                        }
-                                        for q in 0..CI {
-                                            for c in 0..KW {
-                                                let v = $load(in_rows[q].add(x0 + column[c]));
-                                                for r in 0..R {
-                                                    acc[r][q][c] = $fma(g[r], v, acc[r][q][c]);
-                                                }
-                                            }
+                            let (y0, y1) = (y.max(ys.start), (end - zz * h).min(ys.end));
+                            row = end;
+                            if !planes.contains(&zz) || y0 >= y1 {
+                                continue;
+                            }
+                            let mut out_row = (zz * h + y0) * rows;
+                            let (zi, yi) = (zz * sd + a - lead[0], y0 * sh + b - lead[1]);
+                            let mut in_rows: [*const f32; CI] =
+                                std::array::from_fn(|q| x.as_ptr().add((((ci + q) * xd + zi) * xh + yi) * xw));
+                            for _ in y0..y1 {
+                                let at = (out_row, &in_rows);
+                                if !edges {
+                                    for segment in 0..vectors / V {
+                                        for u in 0..V {
+                                            step::<false, false, KW, R, CI>(
+                                                &mut acc,
+                                                dy_rows,
+                                                at,
+                                                column,
+                                                segment * V + u,
+                                            );
                                         }
                                     }
+                                } else if vectors == 1 {
+                                    step::<true, true, KW, R, CI>(&mut acc, dy_rows, at, column, 0);
+                                } else {
+                                    step::<true, false, KW, R, CI>(&mut acc, dy_rows, at, column, 0);
+                                    for segment in 0..(vectors - 2) / V {
+                                        for u in 0..V {
+                                            let v = 1 + segment * V + u;
+                                            step::<false, false, KW, R, CI>(&mut acc, dy_rows, at, column, v);
+                                        }
+                                    }
+                                    step::<false, true, KW, R, CI>(&mut acc, dy_rows, at, column, vectors - 1);
                                 }
                                 out_row += rows;
                                 for p in in_rows.iter_mut() {
-                                    *p = p.add(sh * wp);
+                                    *p = p.add(sh * xw);
                                 }
                             }
-                            row = end;
                         }
                         let tap0 = (a * kh + b) * KW;
                         for r in 0..R {
@@ -476,8 +538,80 @@ macro_rules! weight_tile_for {
                     }
                 }
             }
+
+            /// Vector `v` of one output row (`at`: the row's offset in `dy` and its input
+            /// rows): `R x CI x KW` multiply-adds. `FIRST` / `LAST`: the row's first /
+            /// last vector in place, whose outer tap is the vector itself shifted by a
+            /// lane with a zero shifted in (a load there would leave the row).
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn step<const FIRST: bool, const LAST: bool, const KW: usize, const R: usize, const CI: usize>(
+                acc: &mut [[[$vector; KW]; CI]; R],
+                dy_rows: [*const f32; R],
+                (out_row, in_rows): (usize, &[*const f32; CI]),
+                column: [isize; 3],
+                v: usize,
+            ) {
+                let x0 = v * $width;
+                let mut g = [$zero(); R];
+                for r in 0..R {
+                    g[r] = $load(dy_rows[r].add(out_row + x0));
+                }
+                for q in 0..CI {
+                    for c in 0..KW {
+                        let input = if FIRST && c == 0 {
+                            $shift_up($load(in_rows[q].add(x0)))
+                        } else if LAST && c == KW - 1 {
+                            $shift_down($load(in_rows[q].add(x0)))
+                        } else {
+                            $load(in_rows[q].offset(x0 as isize + column[c]))
+                        };
+                        for r in 0..R {
+                            acc[r][q][c] = $fma(g[r], input, acc[r][q][c]);
+                        }
+                    }
+                }
+            }
         }
     };
+}
+
+/// `[0, v0, .., v14]`: a row's first vector as its tap left of the row sees it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn shift_up16(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(_mm512_castps_si512(v), _mm512_setzero_si512()))
+}
+
+/// `[v1, .., v15, 0]`: a row's last vector as its tap right of the row sees it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn shift_down16(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(_mm512_setzero_si512(), _mm512_castps_si512(v)))
+}
+
+/// [`shift_up16`] in AVX2's 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn shift_up8(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let rotated = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6));
+    _mm256_blend_ps::<0b0000_0001>(rotated, _mm256_setzero_ps())
+}
+
+/// [`shift_down16`] in AVX2's 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn shift_down8(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let rotated = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
+    _mm256_blend_ps::<0b1000_0000>(rotated, _mm256_setzero_ps())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -491,7 +625,9 @@ weight_tile_for!(
     _mm512_loadu_ps,
     _mm512_add_ps,
     _mm512_fmadd_ps,
-    _mm512_storeu_ps
+    _mm512_storeu_ps,
+    super::shift_up16,
+    super::shift_down16
 );
 #[cfg(target_arch = "x86_64")]
 weight_tile_for!(
@@ -504,7 +640,9 @@ weight_tile_for!(
     _mm256_loadu_ps,
     _mm256_add_ps,
     _mm256_fmadd_ps,
-    _mm256_storeu_ps
+    _mm256_storeu_ps,
+    super::shift_up8,
+    super::shift_down8
 );
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -520,10 +658,10 @@ mod tests {
     /// kernel, 1x1x1 and flat (3, 3, 1) kernels, a batch of two; rows of whole vectors
     /// (read in place) with a last block of one channel; one wide and deep enough for
     /// several row chunks per task; rows of 1 to 12 vectors (taken 1, 2, 3 or 4 at a
-    /// time); a row of one voxel (both outer taps wholly in the halo); a 1x1x1 kernel on
-    /// rows of whole vectors (its input read in place).
+    /// time); a row of one voxel (both outer taps wholly in the halo); rows of whole
+    /// vectors, read in place: of 1 to 6 vectors, a 1x1x1 and a (3, 3, 1) kernel.
     /// (input `[n, cin, d, h, w]`, output channels, kernel)
-    const CASES: [([usize; 5], usize, [usize; 3]); 12] = [
+    const CASES: [([usize; 5], usize, [usize; 3]); 14] = [
         ([1, 3, 4, 5, 7], 5, [3, 3, 3]),
         ([2, 2, 3, 3, 17], 3, [3, 3, 3]),
         ([1, 5, 3, 4, 23], 7, [3, 3, 1]),
@@ -536,6 +674,8 @@ mod tests {
         ([1, 2, 4, 3, 96], 3, [3, 3, 3]),
         ([1, 2, 3, 4, 1], 3, [3, 3, 3]),
         ([2, 5, 3, 2, 32], 6, [1, 1, 1]),
+        ([1, 3, 3, 4, 16], 5, [3, 3, 3]),
+        ([1, 2, 3, 5, 48], 3, [3, 3, 1]),
     ];
 
     /// Strided weight gradients: AnatomyNet's stem (stride 2, one input channel, even
