@@ -166,20 +166,9 @@ fn weight_grad_with(
         let x = &x[item * cin * d * h * w..][..cin * d * h * w];
         let dy = &dy[item * cout * out_size..][..cout * out_size];
         let mut padded_dy = Vec::new();
-        let job = if in_place {
-            WeightJob {
-                x,
-                dy,
-                cin,
-                cout,
-                kernel,
-                stride,
-                column: std::array::from_fn(|c| c as isize - halo[2] as isize),
-                dims: [dout, hout, wout],
-                extents: [d, h, w],
-                lead: [halo[0], halo[1]],
-                in_place,
-            }
+        let (x, dy, column, extents, lead) = if in_place {
+            let column = std::array::from_fn(|c| c as isize - halo[2] as isize);
+            (x, dy, column, [d, h, w], [halo[0], halo[1]])
         } else {
             pad_into(&mut padded_x, x, [cin, d, h, w], [dp, hp, phase], halo, sw);
             // Rows of whole vectors are read in place; others are copied, zero-padded.
@@ -189,20 +178,11 @@ fn weight_grad_with(
                 pad_into(&mut padded_dy, dy, [cout, dout, hout, wout], [dout, hout, rows], [0; 3], 1);
                 &padded_dy[..]
             };
-            WeightJob {
-                x: &padded_x,
-                dy,
-                cin,
-                cout,
-                kernel,
-                stride,
-                column: std::array::from_fn(|c| (c % sw * phase + c / sw) as isize),
-                dims: [dout, hout, rows],
-                extents: [dp, hp, wp],
-                lead: [0, 0],
-                in_place,
-            }
+            let column = std::array::from_fn(|c| (c % sw * phase + c / sw) as isize);
+            (&padded_x[..], dy, column, [dp, hp, wp], [0, 0])
         };
+        let dims = [dout, hout, rows];
+        let job = WeightJob { x, dy, cin, cout, kernel, stride, column, dims, extents, lead, in_place };
         let item_sums = (0..chunks * blocks)
             .into_par_iter()
             .fold(
@@ -441,7 +421,8 @@ macro_rules! weight_tile_for {
             }
 
             /// Input channels `ci..ci + CI`, every kernel row, output rows `rows_range`,
-            /// each row `V` vectors at a time (`V` divides the row's vectors).
+            /// each row `V` vectors at a time (`V` divides the row's vectors, in place with
+            /// `KW` 3 those between its first and last).
             #[target_feature(enable = $features)]
             #[inline]
             unsafe fn pass<const KW: usize, const R: usize, const CI: usize, const V: usize>(

@@ -260,7 +260,7 @@ impl Loss {
         let focal = (-self.config.focal_weight / self.voxels) as f32;
         // The Dice term of dL/dq_j is `a_j y_j + b_j` (zero for the background group).
         let per_dice = self.config.dice_weight / (k - 1).max(1) as f64;
-        let (a, b_): (Vec<f32>, Vec<f32>) = (0..k)
+        let (a, b): (Vec<f32>, Vec<f32>) = (0..k)
             .map(|j| match j {
                 0 => (0.0, 0.0),
                 _ => {
@@ -273,16 +273,16 @@ impl Loss {
         let mut grad = vec![0f32; p.len()];
         let out = Shared(grad.as_mut_ptr());
         (0..n * voxels.div_ceil(CHUNK)).into_par_iter().for_each(|task| {
-            let mut b = merge.block(classes);
+            let mut block = merge.block(classes);
             let mut dq = vec![[0f32; BLOCK]; k];
             for at in At::blocks(task, [classes, voxels]) {
-                for (c, row) in b.p.iter_mut().enumerate() {
+                for (c, row) in block.p.iter_mut().enumerate() {
                     row[..at.len].copy_from_slice(at.of(p, c));
                 }
-                merge.merge(y, at, &mut b);
+                merge.merge(y, at, &mut block);
                 for j in 0..k {
-                    let (q, y) = (&b.q[j][..at.len], &b.y[j][..at.len]);
-                    dq[j].iter_mut().zip(y).for_each(|(dq, &y)| *dq = a[j] * y + b_[j]);
+                    let (q, y) = (&block.q[j][..at.len], &block.y[j][..at.len]);
+                    dq[j].iter_mut().zip(y).for_each(|(dq, &y)| *dq = a[j] * y + b[j]);
                     for ((dq, &q), &y) in dq[j].iter_mut().zip(q).zip(y).filter(|(_, &y)| y != 0.0) {
                         let rest = (1.0 - q).max(0.0);
                         let m = power(rest, gamma);
@@ -292,11 +292,11 @@ impl Loss {
                     }
                 }
                 let mut dot = [0f32; BLOCK];
-                for (c, p) in b.p.iter().enumerate() {
+                for (c, p) in block.p.iter().enumerate() {
                     let dq = &dq[merge.group[c]];
                     dot.iter_mut().zip(p).zip(dq).for_each(|((d, p), dq)| *d += p * dq);
                 }
-                for (c, p) in b.p.iter().enumerate() {
+                for (c, p) in block.p.iter().enumerate() {
                     let dq = &dq[merge.group[c]];
                     let first = (at.i * classes + c) * voxels + at.start;
                     for v in 0..at.len {
