@@ -24,36 +24,48 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::conv3d::{self, Activation, Conv};
-use super::{autodiff, tensor, values};
+use super::{autodiff, lane_sum, tensor, values, Moments};
 
-/// `x * weight` (`[n, cin, d, h, w]` and `[cout, cin, kd, kh, kw]`, "same" padding)
-/// on the CPU's autodiff device, differentiable in the weights, and in `x` at stride 1
-/// (a strided convolution's input gradient is not computed here: callers give one
-/// only an input that needs none, as AnatomyNet's stem).
-pub(crate) fn conv3d_tracked(x: Tensor<5>, weight: Tensor<5>, stride: [usize; 3]) -> Tensor<5> {
-    let (x, weight) = (autodiff(x), autodiff(weight));
+/// `x * weight + bias` (`[n, cin, d, h, w]`, `[cout, cin, kd, kh, kw]` and `[cout]` or
+/// none, "same" padding) on the CPU's autodiff device, differentiable in the weights and
+/// the bias, and in `x` at stride 1 (a strided convolution's input gradient is not
+/// computed here: callers give one only an input that needs none, as AnatomyNet's stem).
+/// With `statistics`, also each output channel's [`Moments`], summed as the rows are
+/// written (for the batch norm that follows).
+pub(crate) fn conv3d_tracked(
+    x: Tensor<5>,
+    weight: Tensor<5>,
+    bias: Option<Tensor<1>>,
+    stride: [usize; 3],
+    statistics: bool,
+) -> (Tensor<5>, Option<Vec<Moments>>) {
+    // No bias is a zero one that needs no gradient (no graph node to differentiate).
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &x.device()));
+    let (x, weight, bias) = (autodiff(x), autodiff(weight), autodiff(bias));
+    let (out, moments) = forward(x.primitive(), weight.primitive(), bias.primitive(), stride, statistics);
     let op = SameConv { stride };
-    let output = match op.prepare::<NoCheckpointing>([x.node(), weight.node()]).compute_bound().stateful() {
+    let output = match op.prepare::<NoCheckpointing>([x.node(), weight.node(), bias.node()]).compute_bound().stateful()
+    {
         OpsKind::Tracked(mut prep) => {
             let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
-            prep.finish(state, forward(x.primitive(), weight.primitive(), stride))
+            prep.finish(state, out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), weight.primitive(), stride)),
+        OpsKind::UnTracked(prep) => prep.finish(out),
     };
-    Tensor::from_primitive::<Autodiff<Flex>>(output)
+    (Tensor::from_primitive::<Autodiff<Flex>>(output), statistics.then_some(moments))
 }
 
-/// The operation's node (its stride): its state is the graph ids of `x` and the weights.
+/// The operation's node (its stride); its state is the graph ids of `x` and the weights.
 #[derive(Debug)]
 struct SameConv {
     stride: [usize; 3],
 }
 
-impl Backward<Flex, 2> for SameConv {
+impl Backward<Flex, 3> for SameConv {
     type State = (NodeId, NodeId);
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_x, node_weight] = ops.parents;
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight, node_bias] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         let (x, weight) = ops.state;
         let x = checkpointer.retrieve_node_output::<FlexTensor>(x);
@@ -78,15 +90,34 @@ impl Backward<Flex, 2> for SameConv {
             let dw = weight_grad(&xs, &dy, [n, cin, d, h, w], cout, [kd, kh, kw], self.stride);
             grads.register::<Flex>(node.id, tensor(dw, [cout, cin, kd, kh, kw]));
         }
+        if let Some(node) = node_bias {
+            let voxels = dy.len() / (n * cout);
+            let sums: Vec<f64> = dy.par_chunks(voxels).map(|g| lane_sum(g, |v| v)).collect();
+            let db = (0..cout).map(|co| sums.iter().skip(co).step_by(cout).sum::<f64>() as f32).collect();
+            grads.register::<Flex>(node.id, tensor(db, [cout]));
+        }
     }
 }
 
-fn forward(x: &FlexTensor, weight: &FlexTensor, stride: [usize; 3]) -> FlexTensor {
+fn forward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+    stride: [usize; 3],
+    statistics: bool,
+) -> (FlexTensor, Vec<Moments>) {
     let (x, [n, cin, d, h, w]) = values(x);
     let (weights, [cout, _, kd, kh, kw]) = values(weight);
-    let conv = Conv { cin, cout, kernel: [kd, kh, kw], stride, weights: weights.into_owned(), bias: vec![0.0; cout] };
-    let out = [n, cout, d.div_ceil(stride[0]), h.div_ceil(stride[1]), w.div_ceil(stride[2])];
-    tensor(conv3d::conv3d_items(&x, [n, cin, d, h, w], &conv, Activation::Identity), out)
+    let (bias, _) = values::<1>(bias);
+    let conv = Conv { cin, cout, kernel: [kd, kh, kw], stride, weights: weights.into_owned(), bias: bias.into_owned() };
+    let dims = [n, cin, d, h, w];
+    let (out, moments) = if statistics {
+        conv3d::conv3d_items_moments(&x, dims, &conv, Activation::Identity)
+    } else {
+        (conv3d::conv3d_items(&x, dims, &conv, Activation::Identity), Vec::new())
+    };
+    let shape = [n, cout, d.div_ceil(stride[0]), h.div_ceil(stride[1]), w.div_ceil(stride[2])];
+    (tensor(out, shape), moments)
 }
 
 /// `[cout][cin][taps]` -> `[cin][cout][taps]` with the taps reversed: the weights that
@@ -787,6 +818,11 @@ mod tests {
         (conv, x, r)
     }
 
+    /// `conv(x)` by [`conv3d_tracked`], the layer's bias included.
+    fn tracked(x: Tensor<5>, conv: &Conv3d) -> Tensor<5> {
+        conv3d_tracked(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), conv.stride, false).0
+    }
+
     /// `(dL/dx, dL/dw, dL/db)` for `L = sum(conv(x) * r)`, by `forward`.
     fn gradients(
         conv: &Conv3d,
@@ -806,7 +842,7 @@ mod tests {
         assert!(super::super::on_cpu_autodiff(&device));
         for (i, (shape, cout, kernel)) in CASES.into_iter().enumerate() {
             let (conv, x, r) = layer(shape, cout, kernel, i % 2 == 0, &device);
-            let ours = gradients(&conv, &x, &r, |x| super::super::tracked_conv(x, &conv));
+            let ours = gradients(&conv, &x, &r, |x| tracked(x, &conv));
             let burns = gradients(&conv, &x, &r, |x| conv.forward(x));
             for (what, (a, b)) in ["x", "weights", "bias"].iter().zip(ours.iter().zip(&burns)) {
                 let (diff, scale) = max_abs_diff(a, b);
@@ -833,7 +869,7 @@ mod tests {
             let [n, _, d, h, w] = shape;
             let out = [n, cout, d.div_ceil(stride[0]), h.div_ceil(stride[1]), w.div_ceil(stride[2])];
             let r = Tensor::<5>::random(out, Distribution::Normal(0.0, 1.0), &device);
-            let ours = gradients(&conv, &x, &r, |x| super::super::tracked_conv(x, &conv));
+            let ours = gradients(&conv, &x, &r, |x| tracked(x, &conv));
             let burns = gradients(&conv, &x, &r, |x| conv.forward(x));
             assert!(ours[0].is_empty(), "no input gradient");
             for (what, (a, b)) in ["weights", "bias"].iter().zip(ours[1..].iter().zip(&burns[1..])) {
@@ -850,7 +886,7 @@ mod tests {
         let device = Device::flex().autodiff();
         for (i, (shape, cout, kernel)) in CASES.into_iter().enumerate() {
             let (conv, x, r) = layer(shape, cout, kernel, false, &device);
-            let [dx, dw, _] = gradients(&conv, &x, &r, |x| super::super::tracked_conv(x, &conv));
+            let [dx, dw, _] = gradients(&conv, &x, &r, |x| tracked(x, &conv));
             let (xs, ws, rs) =
                 (super::super::floats(x), super::super::floats(conv.weight.val()), super::super::floats(r));
             let loss = |xs: &[f32], ws: &[f32]| -> f64 {

@@ -25,7 +25,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::{autodiff, lane_sums2, on_cpu_autodiff, tensor, values, writable, Activation};
+use super::{autodiff, lane_sums2, on_cpu_autodiff, tensor, values, writable, Activation, Moments};
 
 /// Whether [`batch_norm_act`] runs `bn` on `y`: the CPU's autodiff device, a layer
 /// that trains (burn's own op keeps a frozen layer in inference mode).
@@ -34,13 +34,19 @@ pub(crate) fn trains_here(y: &Tensor<5>, bn: &BatchNorm) -> bool {
 }
 
 /// `act(bn(y))` with batch statistics, differentiable in `y`, `γ` and `β`; updates
-/// `bn`'s running mean and variance.
-pub(crate) fn batch_norm_act(y: Tensor<5>, bn: &BatchNorm, act: Activation) -> Tensor<5> {
+/// `bn`'s running mean and variance. `moments`, one per channel, are `y`'s where the
+/// convolution that made it summed them; else they are summed here first.
+pub(crate) fn batch_norm_act(
+    y: Tensor<5>,
+    bn: &BatchNorm,
+    act: Activation,
+    moments: Option<Vec<Moments>>,
+) -> Tensor<5> {
     let (gamma, beta, y) = (autodiff(bn.gamma.val()), autodiff(bn.beta.val()), autodiff(y));
     let (gammas, _) = values::<1>(gamma.primitive());
     let (betas, _) = values::<1>(beta.primitive());
     let (input, dims) = values::<5>(y.primitive());
-    let (stats, out) = normalise(&input, dims, &gammas, &betas, bn.epsilon, act);
+    let (stats, out) = normalise(&input, dims, moments.as_deref(), &gammas, &betas, bn.epsilon, act);
     let norm = Normalised {
         mean: stats.iter().map(|s| s.0).collect(),
         scale: stats.iter().map(|&(_, var)| scale(var, bn.epsilon)).collect(),
@@ -83,11 +89,12 @@ fn scale(var: f64, epsilon: f64) -> f64 {
 }
 
 /// Per channel, one channel at a time while it is in cache: the batch statistics (mean
-/// and biased variance over the batch and the volume, see [`moments`]), then
-/// `act(γ x̂ + β)` into the output. Returns the statistics and the output.
+/// and biased variance over the batch and the volume: `moments`, or else summed here),
+/// then `act(γ x̂ + β)` into the output. Returns the statistics and the output.
 fn normalise(
     values: &[f32],
     [n, c, d, h, w]: [usize; 5],
+    moments: Option<&[Moments]>,
     gamma: &[f32],
     beta: &[f32],
     epsilon: f64,
@@ -101,7 +108,11 @@ fn normalise(
         .into_par_iter()
         .enumerate()
         .map(|(ch, outs)| {
-            let (mean, var) = moments((0..n).map(|i| item(ch, i)));
+            let m = moments.map_or_else(
+                || (0..n).map(|i| Moments::of(item(ch, i))).fold(Moments::default(), Moments::merge),
+                |m| m[ch],
+            );
+            let (mean, var) = (m.mean(), m.variance());
             let k = Channel::new(mean, scale(var, epsilon), gamma[ch], beta[ch], act);
             for (i, out) in outs.into_iter().enumerate() {
                 out.iter_mut().zip(item(ch, i)).for_each(|(o, &y)| {
@@ -115,21 +126,6 @@ fn normalise(
     // each was written above.
     unsafe { out.set_len(values.len()) };
     (stats, out)
-}
-
-/// Mean and biased variance of one channel's items, in one pass: the sums of `v - p`
-/// and `(v - p)^2` with `p` the channel's first value, so that the difference of the
-/// two moments does not cancel (a value of the channel lies within a few standard
-/// deviations of its mean).
-fn moments<'a>(items: impl Iterator<Item = &'a [f32]> + Clone) -> (f64, f64) {
-    let pivot = items.clone().next().map_or(0.0, |v| v[0]);
-    let (mut sum, mut squares, mut count) = (0.0, 0.0, 0.0);
-    for v in items {
-        let (a, b) = lane_sums2(v, v, |v, _| (v - pivot, (v - pivot) * (v - pivot)));
-        (sum, squares, count) = (sum + a, squares + b, count + v.len() as f64);
-    }
-    let shift = sum / count;
-    (pivot as f64 + shift, (squares / count - shift * shift).max(0.0))
 }
 
 /// `all`'s chunks of `voxels` (`[n][c]`) grouped by channel: chunk `i c + ch` at
@@ -309,7 +305,7 @@ mod tests {
                 .detach()
                 .require_grad();
             let r = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-            let ours = gradients(&ours_bn, &y, &r, |y| batch_norm_act(y, &ours_bn, act));
+            let ours = gradients(&ours_bn, &y, &r, |y| batch_norm_act(y, &ours_bn, act, None));
             let burns = gradients(&burns_bn, &y, &r, |y| match act {
                 Activation::LeakyRelu(s) => leaky_relu(burns_bn.forward(y), s as f64),
                 Activation::Identity => burns_bn.forward(y),

@@ -19,6 +19,8 @@
 
 use rayon::prelude::*;
 
+use super::{LaneMoments, Moments};
+
 /// Padded rows are whole multiples of this many floats (every vector width here).
 const ROW_ALIGN: usize = 16;
 
@@ -124,24 +126,61 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// `input` is `[cin][d][h][w]`; returns `[cout][d'][h'][w']`, `n' = ceil(n / stride)`.
-pub fn conv3d(input: &[f32], shape: [usize; 4], conv: &Conv, act: Activation) -> Vec<f32> {
-    let row = pick().expect("conv3d called on a CPU without a compiled tile (check supported())");
-    conv3d_with(row, input, shape, conv, act)
+impl OutPtr {
+    /// `len` values from `start` on.
+    ///
+    /// # Safety
+    /// They lie inside the output's capacity, were written, and no task writes them now.
+    unsafe fn written(&self, start: usize, len: usize) -> &[f32] {
+        std::slice::from_raw_parts(self.0.add(start), len)
+    }
 }
 
-/// [`conv3d`] on each item of a batch `[n, c, d, h, w]`. The first item's output is the
-/// result's buffer (a batch of one is not copied).
-pub fn conv3d_items(input: &[f32], [_, c, d, h, w]: [usize; 5], conv: &Conv, act: Activation) -> Vec<f32> {
-    let mut items = input.chunks(c * d * h * w).map(|one| conv3d(one, [c, d, h, w], conv, act));
+/// `input` is a batch `[n][cin][d][h][w]`; returns `[n][cout][d'][h'][w']`,
+/// `d' = ceil(d / stride)` and so on.
+pub fn conv3d_items(input: &[f32], shape: [usize; 5], conv: &Conv, act: Activation) -> Vec<f32> {
+    items(input, shape, conv, act, false).0
+}
+
+/// [`conv3d_items`] and each output channel's [`Moments`] over the batch (the batch
+/// statistics of a batch norm that normalises the output next), summed as each row is
+/// written, while it is in cache: a pass over the output less.
+pub(crate) fn conv3d_items_moments(
+    input: &[f32],
+    shape: [usize; 5],
+    conv: &Conv,
+    act: Activation,
+) -> (Vec<f32>, Vec<Moments>) {
+    items(input, shape, conv, act, true)
+}
+
+/// [`conv3d_with`] on each item; the first item's output is the result's buffer (a batch
+/// of one is not copied).
+fn items(
+    input: &[f32],
+    [_, c, d, h, w]: [usize; 5],
+    conv: &Conv,
+    act: Activation,
+    moments: bool,
+) -> (Vec<f32>, Vec<Moments>) {
+    let row = pick().expect("conv3d called on a CPU without a compiled tile (check supported())");
+    let mut items = input.chunks(c * d * h * w).map(|one| conv3d_with(row, one, [c, d, h, w], conv, act, moments));
     let first = items.next().expect("a batch of at least one");
-    items.fold(first, |mut all, next| {
+    items.fold(first, |(mut all, moments), (next, more)| {
         all.extend_from_slice(&next);
-        all
+        (all, moments.iter().zip(&more).map(|(a, b)| a.merge(*b)).collect())
     })
 }
 
-fn conv3d_with(row: RowFn, input: &[f32], [cin, d, h, w]: [usize; 4], conv: &Conv, act: Activation) -> Vec<f32> {
+/// One item `[cin][d][h][w]`; with `moments`, each output channel's too (else none).
+fn conv3d_with(
+    row: RowFn,
+    input: &[f32],
+    [cin, d, h, w]: [usize; 4],
+    conv: &Conv,
+    act: Activation,
+    moments: bool,
+) -> (Vec<f32>, Vec<Moments>) {
     assert_eq!(cin, conv.cin, "input channels");
     assert_eq!(input.len(), cin * d * h * w, "input size");
     assert!(handles(conv.kernel), "kernel {:?}", conv.kernel);
@@ -203,15 +242,45 @@ fn conv3d_with(row: RowFn, input: &[f32], [cin, d, h, w]: [usize; 4], conv: &Con
         h: hout,
         w: wout,
     };
-    (0..dout * hout).into_par_iter().for_each(|task| {
-        // Safety: `row` was chosen for this CPU's features; tasks write disjoint rows.
-        unsafe { row(&job, task / hout, task % hout) }
-    });
+    // Row (co, z, y) of the output, once its task has written it.
+    let written = |co: usize, z: usize, y: usize| {
+        // Safety: the row lies inside `out`'s capacity; the caller's task wrote it and
+        // alone uses it.
+        unsafe { job.out.written(((co * dout + z) * hout + y) * wout, wout) }
+    };
+    let moments = if moments {
+        // A task per plane, its rows' values summed in vector lanes as each row is
+        // written; the planes' moments merged in plane order (the same sums whichever
+        // thread ran a plane).
+        let by_plane: Vec<Vec<Moments>> = (0..dout)
+            .into_par_iter()
+            .map(|z| {
+                let mut sums: Vec<Option<LaneMoments>> = vec![None; conv.cout];
+                for y in 0..hout {
+                    // Safety: `row` was chosen for this CPU's features; tasks write
+                    // disjoint rows.
+                    unsafe { row(&job, z, y) };
+                    for (co, sums) in sums.iter_mut().enumerate() {
+                        let values = written(co, z, y);
+                        sums.get_or_insert_with(|| LaneMoments::new(values[0])).add(values);
+                    }
+                }
+                sums.into_iter().map(|s| s.map_or_else(Moments::default, LaneMoments::moments)).collect()
+            })
+            .collect();
+        (0..conv.cout).map(|co| by_plane.iter().fold(Moments::default(), |all, plane| all.merge(plane[co]))).collect()
+    } else {
+        (0..dout * hout).into_par_iter().for_each(|task| {
+            // Safety: as above.
+            unsafe { row(&job, task / hout, task % hout) }
+        });
+        Vec::new()
+    };
     // Safety: every output row (z, y) of every channel, all `w` of it, was written by
     // its task above.
     unsafe { out.set_len(len) };
     SCRATCH.set(padded);
-    out
+    (out, moments)
 }
 
 /// One padded row: `src` `pw` columns in, zeros around it, stored as its `stride`
@@ -489,10 +558,24 @@ mod tests {
             let input: Vec<f32> = (0..cin * d * h * w).map(|_| random()).collect();
             let want = naive(&input, [cin, d, h, w], &conv);
             for &(name, row) in &sets {
-                let got = conv3d_with(row, &input, [cin, d, h, w], &conv, Activation::Identity);
+                let case = format!("{name} {cin}x{d}x{h}x{w} -> {cout} {kernel:?} /{stride:?}");
+                let run = |moments| conv3d_with(row, &input, [cin, d, h, w], &conv, Activation::Identity, moments);
+                let (got, none) = run(false);
                 let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
                 assert_eq!(got.len(), want.len());
-                assert!(worst < 1e-5, "{name} {cin}x{d}x{h}x{w} -> {cout} {kernel:?} /{stride:?}: max |diff| {worst}");
+                assert!(worst < 1e-5 && none.is_empty(), "{case}: max |diff| {worst}");
+                // Each channel's moments, summed as the rows are written.
+                let (_, moments) = run(true);
+                for (co, channel) in want.chunks(want.len() / cout).enumerate() {
+                    let count = channel.len() as f64;
+                    let mean = channel.iter().map(|&v| v as f64).sum::<f64>() / count;
+                    let var = channel.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count;
+                    let (m, v) = (moments[co].mean(), moments[co].variance());
+                    assert!(
+                        (m - mean).abs() < 1e-5 && (v - var).abs() < 1e-5 * var.max(1.0),
+                        "{case} channel {co}: moments {m} {v}, want {mean} {var}"
+                    );
+                }
             }
         }
     }
@@ -528,11 +611,11 @@ mod speed {
                 bias: vec![0.1; cout],
             };
             let input: Vec<f32> = (0..cin * d * h * w).map(|i| (i % 13) as f32 * 0.1).collect();
-            let out = conv3d(&input, [cin, d, h, w], &conv, Activation::Identity);
+            let out = conv3d_items(&input, [1, cin, d, h, w], &conv, Activation::Identity);
             let t = std::time::Instant::now();
             let reps = 3;
             for _ in 0..reps {
-                std::hint::black_box(conv3d(&input, [cin, d, h, w], &conv, Activation::Identity));
+                std::hint::black_box(conv3d_items(&input, [1, cin, d, h, w], &conv, Activation::Identity));
             }
             let s = t.elapsed().as_secs_f64() / reps as f64;
             let gmac = (cin * 27) as f64 * out.len() as f64 / 1e9;

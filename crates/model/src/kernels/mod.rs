@@ -42,9 +42,16 @@ pub use pool::{cat_centre_cropped, max_pool, repeat_box_mean};
 /// `act(bn(conv(x)))` with `bn` in inference mode (running statistics).
 pub fn conv_bn_act(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Activation) -> Tensor<5> {
     if !runs_here(&x, conv) {
-        let y = if trains_here(&x, conv) { tracked_conv(x, conv) } else { conv.forward(x) };
+        // A batch norm that trains takes its statistics from the convolution's rows.
+        let statistics = bn.is_some_and(|bn| batch_norm::trains_here(&x, bn));
+        let (y, moments) = if trains_here(&x, conv) {
+            let bias = conv.bias.as_ref().map(|b| b.val());
+            backward::conv3d_tracked(x, conv.weight.val(), bias, conv.stride, statistics)
+        } else {
+            (conv.forward(x), None)
+        };
         return match bn {
-            Some(bn) if batch_norm::trains_here(&y, bn) => batch_norm::batch_norm_act(y, bn, act),
+            Some(bn) if batch_norm::trains_here(&y, bn) => batch_norm::batch_norm_act(y, bn, act, moments),
             Some(bn) => act.on_tensor(bn.forward(y)),
             None => act.on_tensor(y),
         };
@@ -226,6 +233,98 @@ fn lane_sums2(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> (f32, f32)) -> (f
     })
 }
 
+/// Count, mean and sum of squared deviations from the mean of some values. Parts summed
+/// apart (a convolution's output rows, the items of a batch) merge exactly (Chan, Golub
+/// and LeVeque's update), and no difference of two large sums cancels.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Moments {
+    count: f64,
+    mean: f64,
+    squares: f64,
+}
+
+impl Moments {
+    /// Of `values`, in blocks of [`LaneMoments`] merged in f64.
+    pub(crate) fn of(values: &[f32]) -> Moments {
+        values.chunks(4096).fold(Moments::default(), |all, block| {
+            let mut sums = LaneMoments::new(block[0]);
+            sums.add(block);
+            all.merge(sums.moments())
+        })
+    }
+
+    /// The moments of both parts together.
+    pub(crate) fn merge(self, other: Moments) -> Moments {
+        let count = self.count + other.count;
+        if count == 0.0 {
+            return Moments::default();
+        }
+        let delta = other.mean - self.mean;
+        Moments {
+            count,
+            mean: self.mean + delta * other.count / count,
+            squares: self.squares + other.squares + delta * delta * self.count * other.count / count,
+        }
+    }
+
+    pub(crate) fn mean(self) -> f64 {
+        self.mean
+    }
+
+    /// The biased variance (over the count, as batch norm normalises with).
+    pub(crate) fn variance(self) -> f64 {
+        if self.count == 0.0 {
+            0.0
+        } else {
+            self.squares / self.count
+        }
+    }
+}
+
+/// Running sums of values' deviations from a pivot (a value among them, so that the
+/// squares keep their precision: the values lie within a few standard deviations of
+/// it), in 16 f32 lanes: vectorised, and reduced once, in [`LaneMoments::moments`].
+/// For up to a few thousand values a lane.
+#[derive(Debug, Clone)]
+pub(crate) struct LaneMoments {
+    pivot: f32,
+    count: usize,
+    sum: [f32; 16],
+    squares: [f32; 16],
+}
+
+impl LaneMoments {
+    pub(crate) fn new(pivot: f32) -> LaneMoments {
+        LaneMoments { pivot, count: 0, sum: [0.0; 16], squares: [0.0; 16] }
+    }
+
+    pub(crate) fn add(&mut self, values: &[f32]) {
+        let pivot = self.pivot;
+        let mut add = |lanes: &[f32]| {
+            let sums = self.sum.iter_mut().zip(self.squares.iter_mut());
+            for ((sum, squares), &v) in sums.zip(lanes) {
+                let d = v - pivot;
+                *sum += d;
+                *squares += d * d;
+            }
+        };
+        let sixteens = values.chunks_exact(16);
+        add(sixteens.remainder());
+        sixteens.for_each(&mut add);
+        self.count += values.len();
+    }
+
+    pub(crate) fn moments(self) -> Moments {
+        let count = self.count as f64;
+        if self.count == 0 {
+            return Moments::default();
+        }
+        let sum: f64 = self.sum.iter().map(|&s| s as f64).sum();
+        let squares: f64 = self.squares.iter().map(|&s| s as f64).sum();
+        Moments { count, mean: self.pivot as f64 + sum / count, squares: (squares - sum * sum / count).max(0.0) }
+    }
+}
+
 /// Inference on the CPU backend, a convolution [`own_kernel`] runs.
 fn runs_here(x: &Tensor<5>, conv: &Conv3d) -> bool {
     on_cpu_backend(x) && own_kernel(conv)
@@ -247,19 +346,6 @@ fn own_kernel(conv: &Conv3d) -> bool {
         && conv3d::handles(conv.kernel_size)
         && conv.padding == PaddingConfig3d::Explicit(kd / 2, kh / 2, kw / 2)
         && conv3d::supported()
-}
-
-/// `conv(x)` on the CPU's autodiff device: voxseg's kernels forward and backward, the
-/// bias (if any) added by burn.
-fn tracked_conv(x: Tensor<5>, conv: &Conv3d) -> Tensor<5> {
-    let y = backward::conv3d_tracked(x, conv.weight.val(), conv.stride);
-    match &conv.bias {
-        Some(bias) => {
-            let channels = bias.dims()[0];
-            y + bias.val().reshape([1, channels, 1, 1, 1])
-        }
-        None => y,
-    }
 }
 
 /// On flex, which is the CPU without autodiff (training's device is `Autodiff`).
@@ -446,6 +532,82 @@ mod tests {
                 diff <= 1e-5 * scale.max(1.0),
                 "{shape:?} -> {cout} {kernel:?} /{stride:?}: max |diff| {diff} (scale {scale})"
             );
+        }
+    }
+
+    /// Training, `conv_bn_act` equals burn's convolution, batch norm (batch statistics)
+    /// and activation: outputs, every gradient and the running statistics. `x` also feeds
+    /// a biased convolution without batch norm (a head), a concatenation and a product,
+    /// so its gradient sums four consumers.
+    #[test]
+    fn training_equals_burns_convolution_batch_norm_and_activation() {
+        let device = Device::flex().autodiff();
+        for (shape, cout, act) in
+            [([1, 3, 4, 5, 32], 5, Activation::LeakyRelu(0.01)), ([2, 4, 3, 6, 19], 3, Activation::Identity)]
+        {
+            let [n, cin, d, h, w] = shape;
+            let same = |cout: usize, bias: bool| {
+                Conv3dConfig::new([cin, cout], [3, 3, 3])
+                    .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+                    .with_bias(bias)
+                    .init(&device)
+            };
+            let (conv, head) = (same(cout, false), same(2, true));
+            let make_bn = || {
+                let bn = BatchNormConfig::new(cout).init(&device);
+                let random = |lo, hi| Tensor::<1>::random([cout], Distribution::Uniform(lo, hi), &device);
+                BatchNorm {
+                    gamma: burn::module::Param::from_tensor(random(0.5, 1.5)),
+                    beta: burn::module::Param::from_tensor(random(-0.5, 0.5)),
+                    ..bn
+                }
+            };
+            let ours_bn = make_bn();
+            let burns_bn = BatchNorm {
+                gamma: burn::module::Param::from_tensor(ours_bn.gamma.val()),
+                beta: burn::module::Param::from_tensor(ours_bn.beta.val()),
+                ..BatchNormConfig::new(cout).init(&device)
+            };
+            let x = (Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device) * 2.0 + 0.5).require_grad();
+            let random = |s: [usize; 5]| Tensor::<5>::random(s, Distribution::Normal(0.0, 1.0), &device);
+            let (r1, r2, r3, r4) =
+                (random([n, cout, d, h, w]), random([n, 2, d, h, w]), random([n, cin + 1, d, h, w]), random(shape));
+            let other = random([n, 1, d, h, w]);
+            let run = |bn: &BatchNorm, ours: bool| {
+                let (y, top) = if ours {
+                    (
+                        conv_bn_act(x.clone(), &conv, Some(bn), act),
+                        conv_bn_act(x.clone(), &head, None, Activation::Identity),
+                    )
+                } else {
+                    (act.on_tensor(bn.forward(conv.forward(x.clone()))), head.forward(x.clone()))
+                };
+                let joined = Tensor::cat(vec![other.clone(), x.clone()], 1);
+                let loss = (y.clone() * r1.clone()).sum()
+                    + (top * r2.clone()).sum()
+                    + (joined * r3.clone()).sum()
+                    + (x.clone() * r4.clone()).sum();
+                let grads = loss.backward();
+                let grad = |t: Tensor<1>| floats(t.grad(&grads).expect("a gradient"));
+                [
+                    floats(y),
+                    floats(x.grad(&grads).expect("dL/dx")),
+                    floats(conv.weight.val().grad(&grads).expect("dL/dw")),
+                    grad(head.bias.as_ref().expect("a bias").val()),
+                    grad(bn.gamma.val()),
+                    grad(bn.beta.val()),
+                    floats(bn.running_mean.value_sync()),
+                    floats(bn.running_var.value_sync()),
+                ]
+            };
+            let (ours, burns) = (run(&ours_bn, true), run(&burns_bn, false));
+            let names = ["output", "dL/dx", "dL/dw", "dL/dbias", "dL/dγ", "dL/dβ", "running mean", "running variance"];
+            for (what, (a, b)) in names.iter().zip(ours.iter().zip(&burns)) {
+                assert_eq!(a.len(), b.len(), "{what}");
+                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
+                assert!(diff <= 1e-4 * scale.max(1.0), "{what} {shape:?} {act:?}: max |diff| {diff} (scale {scale})");
+            }
         }
     }
 }

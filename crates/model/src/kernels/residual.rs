@@ -151,30 +151,20 @@ impl Backward<Flex, 3> for GateAddAct {
         // Without a gate (all ones) dL/dh is g' itself, shared rather than copied.
         let gated = !gates.iter().all(|&g| g == 1.0);
         let len = if gated && node_h.is_some() { h.len() } else { 0 };
-        let mut dh = vec![0f32; len];
-        let mut dh_chunks: Vec<_> = dh.chunks_mut(voxels).map(Some).collect();
+        // Written once, not zeroed first (a reused heap block would be cleared for nothing).
+        let mut dh = Vec::with_capacity(len);
+        let mut dh_chunks: Vec<_> = dh.spare_capacity_mut()[..len].chunks_mut(voxels).map(Some).collect();
         dh_chunks.resize_with(n * c, || None);
-        // One pass per channel, while it is in cache: g' = g act'(out) over g in place
-        // (dL/dresidual), its dot product with h (dL/dgate), g' times the gate (dL/dh).
         let sums: Vec<f32> = grad
             .storage_mut::<f32>()
             .par_chunks_mut(voxels)
             .zip(out.par_chunks(voxels).zip(h.par_chunks(voxels)))
             .zip(dh_chunks.into_par_iter())
             .enumerate()
-            .map(|(nc, ((l, (o, h)), dh))| {
-                for (l, &o) in l.iter_mut().zip(o) {
-                    *l = if o < 0.0 { *l * slope } else { *l };
-                }
-                if let Some(dh) = dh {
-                    dh.iter_mut().zip(l.iter()).for_each(|(dh, &l)| *dh = l * gates[nc]);
-                }
-                match node_gate {
-                    Some(_) => lane_sums2(l, h, |l, h| (l * h, 0.0)).0 as f32,
-                    None => 0.0,
-                }
-            })
+            .map(|(nc, ((g, (o, h)), dh))| channel_backward(g, o, h, dh, gates[nc], slope, node_gate.is_some()) as f32)
             .collect();
+        // Safety: with a length, `dh` was cut into the chunks above, every one written.
+        unsafe { dh.set_len(len) };
         drop((out, h));
         if let Some(node) = node_gate {
             grads.register::<Flex>(node.id, tensor(sums, [n, c]));
@@ -187,6 +177,36 @@ impl Backward<Flex, 3> for GateAddAct {
             grads.register::<Flex>(node.id, grad);
         }
     }
+}
+
+/// One channel of the residual end's backward, block by block while a block is in L1:
+/// `g' = g act'(out)` over `g` in place (`dL/dresidual`), `g' gate` into `dh` where asked
+/// (`dL/dh`); returns `Σ g' h` (the gate's gradient) where asked, else 0.
+fn channel_backward(
+    g: &mut [f32],
+    out: &[f32],
+    h: &[f32],
+    mut dh: Option<&mut [std::mem::MaybeUninit<f32>]>,
+    gate: f32,
+    slope: f32,
+    gate_gradient: bool,
+) -> f64 {
+    const BLOCK: usize = 4096;
+    let mut dot = 0.0;
+    for (b, (g, (out, h))) in g.chunks_mut(BLOCK).zip(out.chunks(BLOCK).zip(h.chunks(BLOCK))).enumerate() {
+        for (g, &o) in g.iter_mut().zip(out) {
+            *g = if o < 0.0 { *g * slope } else { *g };
+        }
+        if let Some(dh) = dh.as_deref_mut() {
+            dh[b * BLOCK..][..g.len()].iter_mut().zip(g.iter()).for_each(|(d, &g)| {
+                d.write(g * gate);
+            });
+        }
+        if gate_gradient {
+            dot += lane_sums2(g, h, |g, h| (g * h, 0.0)).0;
+        }
+    }
+    dot
 }
 
 #[cfg(test)]
