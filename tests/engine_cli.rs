@@ -136,7 +136,8 @@ fn bench_reports_precision_slabs_and_device_memory() {
 }
 
 /// `bench --train` times AnatomyNet training steps beside the forward pass: the fastest
-/// step, the mean (no faster than the fastest) and their ratio to the forward pass.
+/// step, the mean (no faster than the fastest), their ratio to the forward pass, every
+/// timing and the median of each step over the forward pass before it.
 #[test]
 fn bench_times_training_steps() {
     let args =
@@ -150,6 +151,15 @@ fn bench_times_training_steps() {
     assert!(step > 0.0 && mean >= step && forward > 0.0, "{v}");
     let ratio = v["train_to_forward"].as_f64().unwrap();
     assert!((ratio - step / forward).abs() <= 1e-9 * ratio, "{v}");
+    // Every timing, the fastest of each as reported, and the median of the two pairs'
+    // ratios (step over the forward pass before it) as their mean.
+    let each = |key: &str| -> Vec<f64> { v[key].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect() };
+    let (forwards, steps) = (each("forward_each_ms"), each("train_step_each_ms"));
+    assert_eq!((forwards.len(), steps.len()), (2, 2), "{v}");
+    assert_eq!(steps.iter().copied().fold(f64::INFINITY, f64::min), step, "{v}");
+    assert_eq!(forwards.iter().copied().fold(f64::INFINITY, f64::min), forward, "{v}");
+    let median = (steps[0] / forwards[0] + steps[1] / forwards[1]) / 2.0;
+    assert!((v["train_to_forward_median"].as_f64().unwrap() - median).abs() <= 1e-9 * median, "{v}");
     // Without --train, no training fields.
     let plain = json(&voxseg(&args[..args.len() - 2].iter().chain(&["--json"]).copied().collect::<Vec<_>>()));
     assert!(plain.get("train_step_ms").is_none(), "{plain}");

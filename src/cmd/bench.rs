@@ -24,8 +24,10 @@ use voxseg::segment::Model;
 /// train` runs them: upload, forward with batch statistics, loss, backward, Adam
 /// update, one warm-up step then --repeat timed, each right after a timed forward
 /// pass (a machine whose speed drifts slows both alike); `train_step_ms` (minimum)
-/// sits next to `forward_ms` and `train_to_forward` is their ratio. The memory peaks
-/// then include the training steps.
+/// sits next to `forward_ms` and `train_to_forward` is their ratio;
+/// `train_to_forward_median` is the median of each step over the pass before it, and
+/// `train_step_each_ms` lists every step (`forward_each_ms` every pass, always). The memory peaks then
+/// include the training steps.
 ///
 /// AnatomyNet runs the whole volume in one pass; --max-voxels N runs the exact slab
 /// path instead (trunk on the whole volume, full-resolution tail in z-slabs of at
@@ -90,6 +92,8 @@ struct Report {
     macs: u64,
     forward_ms: f64,
     forward_mean_ms: f64,
+    /// Every timed forward pass, in the order they ran, for statistics of one's own.
+    forward_each_ms: Vec<f64>,
     gflops: f64,
     min_ms: Timings,
     /// Most device memory the allocator held at the end of any stage, warm-up included.
@@ -107,6 +111,14 @@ struct Report {
     train_step_mean_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     train_to_forward: Option<f64>,
+    /// The median over the repeats of each step over the forward pass just before it:
+    /// steadier than `train_to_forward` where the machine's speed drifts within a run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train_to_forward_median: Option<f64>,
+    /// Every timed training step, in the order they ran (each after the forward pass
+    /// of the same index in `forward_each_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train_step_each_ms: Option<Vec<f64>>,
 }
 
 /// Training steps of a fresh AnatomyNet on one deterministic patch `[d, h, w]` (labels
@@ -153,6 +165,17 @@ fn peak_rss_mb() -> Option<f64> {
 /// A deterministic input of `n` voxels in the network's usual range.
 fn sample_input(n: usize) -> Vec<f32> {
     (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5).collect()
+}
+
+/// The middle value (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }
 
 fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {
@@ -269,6 +292,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         download_ms: min(|t| t.download_ms),
     };
     let train_step_ms = steps.as_ref().map(|s| s.iter().copied().fold(f64::INFINITY, f64::min));
+    let forward_each: Vec<f64> = runs.iter().map(|t| t.forward_ms).collect();
+    let train_to_forward_median =
+        steps.as_ref().map(|s| median(s.iter().zip(&forward_each).map(|(step, forward)| step / forward).collect()));
     let report = Report {
         device: selected.name.clone(),
         backend: selected.backend,
@@ -281,7 +307,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         repeat: args.repeat,
         macs,
         forward_ms: min_ms.forward_ms,
-        forward_mean_ms: mean(runs.iter().map(|t| t.forward_ms)),
+        forward_mean_ms: mean(forward_each.iter().copied()),
         gflops: 2.0 * macs as f64 / (min_ms.forward_ms / 1000.0) / 1e9,
         min_ms,
         peak_device_mb: peak_device.map(|b| b as f64 / (1024.0 * 1024.0)),
@@ -290,8 +316,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .then(|| format!("{} reports no device memory; see peak_rss_mb", selected.backend)),
         peak_rss_mb: peak_rss_mb(),
         train_step_ms,
-        train_step_mean_ms: steps.map(|s| mean(s.into_iter())),
+        train_step_mean_ms: steps.as_ref().map(|s| mean(s.iter().copied())),
         train_to_forward: train_step_ms.map(|t| t / min_ms.forward_ms),
+        train_to_forward_median,
+        forward_each_ms: forward_each,
+        train_step_each_ms: steps,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -322,10 +351,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "  upload {:.1} ms, argmax {:.1} ms, download {:.1} ms",
             min_ms.upload_ms, min_ms.argmax_ms, min_ms.download_ms
         );
-        if let (Some(step), Some(mean), Some(ratio)) =
-            (report.train_step_ms, report.train_step_mean_ms, report.train_to_forward)
+        if let (Some(step), Some(mean), Some(ratio), Some(median)) =
+            (report.train_step_ms, report.train_step_mean_ms, report.train_to_forward, report.train_to_forward_median)
         {
-            println!("  training step {step:.1} ms (min of {}, mean {mean:.1}) = {ratio:.2}x forward", report.repeat);
+            println!(
+                "  training step {step:.1} ms (min of {}, mean {mean:.1}) = {ratio:.2}x forward; median of each step \
+                 over the pass before it {median:.2}x",
+                report.repeat
+            );
         }
         if let Some(mb) = report.peak_device_mb {
             println!("  peak device memory {mb:.0} MiB");
