@@ -51,7 +51,7 @@ pub fn conv_bn_act(x: Tensor<5>, conv: &Conv3d, bn: Option<&BatchNorm>, act: Act
             (conv.forward(x), None)
         };
         return match bn {
-            Some(bn) if batch_norm::trains_here(&y, bn) => batch_norm::batch_norm_act(y, bn, act, moments),
+            Some(bn) if statistics => batch_norm::batch_norm_act(y, bn, act, moments),
             Some(bn) => act.on_tensor(bn.forward(y)),
             None => act.on_tensor(y),
         };
@@ -151,7 +151,8 @@ pub fn instance_norm_act(x: Tensor<5>, epsilon: f64, act: Activation) -> Tensor<
     let dims = x.dims();
     let mut v = floats(x);
     v.par_chunks_mut(dims[2] * dims[3] * dims[4]).for_each(|channel| {
-        let (mean, var) = mean_variance(channel);
+        let moments = Moments::of(channel);
+        let (mean, var) = (moments.mean(), moments.variance());
         let (mean, scale) = (mean as f32, (1.0 / (var.sqrt() + epsilon)) as f32);
         channel.iter_mut().for_each(|a| *a = act.apply((*a - mean) * scale));
     });
@@ -174,21 +175,13 @@ pub fn instance_norm_affine_act(x: Tensor<5>, norm: &InstanceNorm, act: Activati
     let mut v = floats(x);
     v.par_chunks_mut(dims[2] * dims[3] * dims[4]).enumerate().for_each(|(nc, channel)| {
         let c = nc % channels;
-        let (mean, var) = mean_variance(channel);
+        let moments = Moments::of(channel);
+        let (mean, var) = (moments.mean(), moments.variance());
         let scale = gamma[c] as f64 / (var + norm.epsilon).sqrt();
         let (scale, shift) = (scale as f32, (beta[c] as f64 - mean * scale) as f32);
         channel.iter_mut().for_each(|a| *a = act.apply(*a * scale + shift));
     });
     Tensor::from_data(TensorData::new(v, dims), &device)
-}
-
-/// Mean and population variance, in two passes (no cancellation), by [`lane_sum`].
-fn mean_variance(values: &[f32]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = lane_sum(values, |a| a) / n;
-    let m = mean as f32;
-    let var = lane_sum(values, |a| (a - m) * (a - m)) / n;
-    (mean, var)
 }
 
 /// `Σ term(v)`, summed in f64 over blocks of 4096 whose sums run in 16 independent f32
