@@ -4,7 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod aligned;
 mod cmd;
+
+#[global_allocator]
+static ALLOCATOR: aligned::LargeAligned = aligned::LargeAligned;
 
 /// Whole-volume 3D CT organ segmentation and exact, auditable measurement.
 ///
