@@ -25,7 +25,9 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::{autodiff, lane_sums2, on_cpu_autodiff, tensor, values, writable, Activation, Moments};
+use std::mem::MaybeUninit;
+
+use super::{autodiff, lane_sums2, on_cpu_autodiff, tensor, values, vectorised, writable, Activation, Moments, Pass};
 
 /// Whether [`batch_norm_act`] runs `bn` on `y`: the CPU's autodiff device, a layer
 /// that trains (burn's own op keeps a frozen layer in inference mode).
@@ -114,11 +116,7 @@ fn normalise(
             );
             let (mean, var) = (m.mean(), m.variance());
             let k = Channel::new(mean, scale(var, epsilon), gamma[ch], beta[ch], act);
-            for (i, out) in outs.into_iter().enumerate() {
-                out.iter_mut().zip(item(ch, i)).for_each(|(o, &y)| {
-                    o.write(act.apply(k.z(k.xhat(y))));
-                });
-            }
+            vectorised(NormaliseChannel { k, act, outs, ys: (0..n).map(|i| item(ch, i)) });
             (mean, var)
         })
         .collect();
@@ -126,6 +124,28 @@ fn normalise(
     // each was written above.
     unsafe { out.set_len(values.len()) };
     (stats, out)
+}
+
+/// `act(γ x̂ + β)` of one channel's items `ys` into `outs`.
+struct NormaliseChannel<'a, Ys> {
+    k: Channel,
+    act: Activation,
+    outs: Vec<&'a mut [MaybeUninit<f32>]>,
+    ys: Ys,
+}
+
+impl<'a, Ys: Iterator<Item = &'a [f32]>> Pass for NormaliseChannel<'a, Ys> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let NormaliseChannel { k, act, outs, ys } = self;
+        for (out, y) in outs.into_iter().zip(ys) {
+            out.iter_mut().zip(y).for_each(|(o, &y)| {
+                o.write(act.apply(k.z(k.xhat(y))));
+            });
+        }
+    }
 }
 
 /// `all`'s chunks of `voxels` (`[n][c]`) grouped by channel: chunk `i c + ch` at
@@ -195,12 +215,41 @@ impl Channel {
     }
 }
 
-/// `(Σ g', Σ g' x̂)` over one channel of one item.
-fn gradient_sums(k: Channel, g: &[f32], y: &[f32]) -> (f64, f64) {
-    lane_sums2(g, y, |g, y| {
-        let (g, xhat) = k.local(g, y);
-        (g, g * xhat)
-    })
+/// One channel's backward over its items `gs` (the output gradient) and `ys` (the
+/// input): `(Σ g', Σ g' x̂)`, and with `factor` (`γ / sqrt(var + eps)`), `dL/dy` over
+/// `gs` in place.
+struct ChannelGradient<'a, Ys> {
+    k: Channel,
+    gs: Vec<&'a mut [f32]>,
+    ys: Ys,
+    count: f64,
+    factor: Option<f32>,
+}
+
+impl<'a, 'b, Ys: Fn() -> I, I: Iterator<Item = &'b [f32]>> Pass for ChannelGradient<'a, Ys> {
+    type Output = (f64, f64);
+
+    #[inline(always)]
+    fn run(self) -> (f64, f64) {
+        let ChannelGradient { k, mut gs, ys, count, factor } = self;
+        let (sg, sgx) = gs.iter().zip(ys()).fold((0.0, 0.0), |(sg, sgx), (g, y)| {
+            let (a, b) = lane_sums2(g, y, |g, y| {
+                let (g, xhat) = k.local(g, y);
+                (g, g * xhat)
+            });
+            (sg + a, sgx + b)
+        });
+        if let Some(factor) = factor {
+            let (mean_g, mean_gx) = ((sg / count) as f32, (sgx / count) as f32);
+            for (dy, y) in gs.iter_mut().zip(ys()) {
+                for (dy, &y) in dy.iter_mut().zip(y) {
+                    let (g, xhat) = k.local(*dy, y);
+                    *dy = factor * (g - mean_g - xhat * mean_gx);
+                }
+            }
+        }
+        (sg, sgx)
+    }
 }
 
 impl Backward<Flex, 3> for BatchNormAct {
@@ -222,22 +271,10 @@ impl Backward<Flex, 3> for BatchNormAct {
             .into_par_iter()
             .enumerate()
             .map(|(ch, gs)| {
-                let k = norm.channel(ch);
-                let (sg, sgx) = gs.iter().enumerate().fold((0.0, 0.0), |(sg, sgx), (i, g)| {
-                    let (a, b) = gradient_sums(k, g, item(ch, i));
-                    (sg + a, sgx + b)
-                });
-                if node_y.is_some() {
-                    let factor = (norm.gamma[ch] as f64 * norm.scale[ch]) as f32;
-                    let (mean_g, mean_gx) = ((sg / count) as f32, (sgx / count) as f32);
-                    for (i, dy) in gs.into_iter().enumerate() {
-                        for (dy, &y) in dy.iter_mut().zip(item(ch, i)) {
-                            let (g, xhat) = k.local(*dy, y);
-                            *dy = factor * (g - mean_g - xhat * mean_gx);
-                        }
-                    }
-                }
-                (sg, sgx)
+                let factor = (norm.gamma[ch] as f64 * norm.scale[ch]) as f32;
+                let ys = || (0..n).map(|i| item(ch, i));
+                let factor = node_y.is_some().then_some(factor);
+                vectorised(ChannelGradient { k: norm.channel(ch), gs, ys, count, factor })
             })
             .collect();
         if let Some(node) = node_y {

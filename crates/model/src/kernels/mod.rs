@@ -184,6 +184,33 @@ pub fn instance_norm_affine_act(x: Tensor<5>, norm: &InstanceNorm, act: Activati
     Tensor::from_data(TensorData::new(v, dims), &device)
 }
 
+/// An element-wise pass of training (batch norm, residual ends) over one channel, its
+/// inputs as fields; [`vectorised`] runs it.
+pub(crate) trait Pass {
+    type Output;
+    /// Marked `#[inline(always)]` in every implementation, so that it is compiled into
+    /// [`vectorised`]'s AVX-512 function (a closure or a function called there is
+    /// compiled on its own, without the feature, once it grows past LLVM's inlining size).
+    fn run(self) -> Self::Output;
+}
+
+/// `pass.run()`, compiled for AVX-512 where the CPU has it: 16 lanes wide, not the
+/// baseline's 4 (SSE2), which these passes are bound by more than by memory (README,
+/// "Training on the CPU").
+#[inline(always)]
+pub(crate) fn vectorised<P: Pass>(pass: P) -> P::Output {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<P: Pass>(pass: P) -> P::Output {
+            pass.run()
+        }
+        // Safety: the CPU has AVX-512F (checked above).
+        return unsafe { avx512(pass) };
+    }
+    pass.run()
+}
+
 /// `Σ term(v)`, summed in f64 over blocks of 4096 whose sums run in 16 independent f32
 /// lanes (vectorised; a single f64 sum is a serial chain of dependent adds, a sixth of
 /// nnU-Net's time at 128^3 in the instance norms).
@@ -204,6 +231,8 @@ fn lane_sum(values: &[f32], term: impl Fn(f32) -> f32) -> f64 {
 
 /// `(Σ first, Σ second)` of `term(a, b)` over pairs of `a` and `b` (equal lengths),
 /// blocked and laned as [`lane_sum`]: the sums of a product, of moments, of gradients.
+/// Always inlined, so that it vectorises as wide as its caller ([`vectorised`]).
+#[inline(always)]
 fn lane_sums2(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
     a.chunks(4096).zip(b.chunks(4096)).fold((0.0, 0.0), |(first, second), (a, b)| {
         let (mut l1, mut l2) = ([0f32; 16], [0f32; 16]);

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use burn::backend::tensor::FloatTensor;
 
-use super::{autodiff, lane_sum, lane_sums2, tensor, values, writable, Activation};
+use super::{autodiff, lane_sum, lane_sums2, tensor, values, vectorised, writable, Activation, Pass};
 
 /// `act(h * gate + residual)` on the CPU's autodiff device, `gate` one factor per
 /// `[n, c]` (all ones where `None`), differentiable in all three.
@@ -35,14 +35,11 @@ pub(crate) fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tens
     // Written once, not zeroed first (a reused heap block would be cleared for nothing).
     let mut out = Vec::with_capacity(hs.len());
     let spare = &mut out.spare_capacity_mut()[..hs.len()];
-    spare.par_chunks_mut(voxels).zip(hs.par_chunks(voxels).zip(rs.par_chunks(voxels))).enumerate().for_each(
-        |(nc, (o, (h, r)))| {
-            let g = gates[nc];
-            for ((o, &h), &r) in o.iter_mut().zip(h).zip(r) {
-                o.write(act.apply(h * g + r));
-            }
-        },
-    );
+    spare
+        .par_chunks_mut(voxels)
+        .zip(hs.par_chunks(voxels).zip(rs.par_chunks(voxels)))
+        .enumerate()
+        .for_each(|(nc, (o, (h, r)))| vectorised(GateAddChannel { out: o, h, residual: r, gate: gates[nc], act }));
     // Safety: the chunks above cover all `hs.len()` elements, each written once.
     unsafe { out.set_len(hs.len()) };
     drop((hs, rs));
@@ -161,7 +158,10 @@ impl Backward<Flex, 3> for GateAddAct {
             .zip(out.par_chunks(voxels).zip(h.par_chunks(voxels)))
             .zip(dh_chunks.into_par_iter())
             .enumerate()
-            .map(|(nc, ((g, (o, h)), dh))| channel_backward(g, o, h, dh, gates[nc], slope, node_gate.is_some()) as f32)
+            .map(|(nc, ((g, (o, h)), dh))| {
+                let gate_gradient = node_gate.is_some();
+                vectorised(ChannelBackward { g, out: o, h, dh, gate: gates[nc], slope, gate_gradient }) as f32
+            })
             .collect();
         // Safety: with a length, `dh` was cut into the chunks above, every one written.
         unsafe { dh.set_len(len) };
@@ -179,34 +179,62 @@ impl Backward<Flex, 3> for GateAddAct {
     }
 }
 
+/// One channel of the residual end's forward, `act(h gate + residual)` into `out`.
+struct GateAddChannel<'a> {
+    out: &'a mut [std::mem::MaybeUninit<f32>],
+    h: &'a [f32],
+    residual: &'a [f32],
+    gate: f32,
+    act: Activation,
+}
+
+impl Pass for GateAddChannel<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for ((o, &h), &r) in self.out.iter_mut().zip(self.h).zip(self.residual) {
+            o.write(self.act.apply(h * self.gate + r));
+        }
+    }
+}
+
 /// One channel of the residual end's backward, block by block while a block is in L1:
 /// `g' = g act'(out)` over `g` in place (`dL/dresidual`), `g' gate` into `dh` where asked
 /// (`dL/dh`); returns `Σ g' h` (the gate's gradient) where asked, else 0.
-fn channel_backward(
-    g: &mut [f32],
-    out: &[f32],
-    h: &[f32],
-    mut dh: Option<&mut [std::mem::MaybeUninit<f32>]>,
+struct ChannelBackward<'a> {
+    g: &'a mut [f32],
+    out: &'a [f32],
+    h: &'a [f32],
+    dh: Option<&'a mut [std::mem::MaybeUninit<f32>]>,
     gate: f32,
     slope: f32,
     gate_gradient: bool,
-) -> f64 {
-    const BLOCK: usize = 4096;
-    let mut dot = 0.0;
-    for (b, (g, (out, h))) in g.chunks_mut(BLOCK).zip(out.chunks(BLOCK).zip(h.chunks(BLOCK))).enumerate() {
-        for (g, &o) in g.iter_mut().zip(out) {
-            *g = if o < 0.0 { *g * slope } else { *g };
+}
+
+impl Pass for ChannelBackward<'_> {
+    type Output = f64;
+
+    #[inline(always)]
+    fn run(self) -> f64 {
+        const BLOCK: usize = 4096;
+        let ChannelBackward { g, out, h, mut dh, gate, slope, gate_gradient } = self;
+        let mut dot = 0.0;
+        for (b, (g, (out, h))) in g.chunks_mut(BLOCK).zip(out.chunks(BLOCK).zip(h.chunks(BLOCK))).enumerate() {
+            for (g, &o) in g.iter_mut().zip(out) {
+                *g = if o < 0.0 { *g * slope } else { *g };
+            }
+            if let Some(dh) = dh.as_deref_mut() {
+                dh[b * BLOCK..][..g.len()].iter_mut().zip(g.iter()).for_each(|(d, &g)| {
+                    d.write(g * gate);
+                });
+            }
+            if gate_gradient {
+                dot += lane_sums2(g, h, |g, h| (g * h, 0.0)).0;
+            }
         }
-        if let Some(dh) = dh.as_deref_mut() {
-            dh[b * BLOCK..][..g.len()].iter_mut().zip(g.iter()).for_each(|(d, &g)| {
-                d.write(g * gate);
-            });
-        }
-        if gate_gradient {
-            dot += lane_sums2(g, h, |g, h| (g * h, 0.0)).0;
-        }
+        dot
     }
-    dot
 }
 
 #[cfg(test)]
