@@ -271,9 +271,8 @@ impl Backward<Flex, 3> for BatchNormAct {
             .into_par_iter()
             .enumerate()
             .map(|(ch, gs)| {
-                let factor = (norm.gamma[ch] as f64 * norm.scale[ch]) as f32;
+                let factor = node_y.is_some().then(|| (norm.gamma[ch] as f64 * norm.scale[ch]) as f32);
                 let ys = || (0..n).map(|i| item(ch, i));
-                let factor = node_y.is_some().then_some(factor);
                 vectorised(ChannelGradient { k: norm.channel(ch), gs, ys, count, factor })
             })
             .collect();

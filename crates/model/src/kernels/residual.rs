@@ -152,6 +152,7 @@ impl Backward<Flex, 3> for GateAddAct {
         let mut dh = Vec::with_capacity(len);
         let mut dh_chunks: Vec<_> = dh.spare_capacity_mut()[..len].chunks_mut(voxels).map(Some).collect();
         dh_chunks.resize_with(n * c, || None);
+        let gate_gradient = node_gate.is_some();
         let sums: Vec<f32> = grad
             .storage_mut::<f32>()
             .par_chunks_mut(voxels)
@@ -159,7 +160,6 @@ impl Backward<Flex, 3> for GateAddAct {
             .zip(dh_chunks.into_par_iter())
             .enumerate()
             .map(|(nc, ((g, (o, h)), dh))| {
-                let gate_gradient = node_gate.is_some();
                 vectorised(ChannelBackward { g, out: o, h, dh, gate: gates[nc], slope, gate_gradient }) as f32
             })
             .collect();
