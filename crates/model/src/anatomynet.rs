@@ -9,7 +9,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig3d
 use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, sigmoid, softmax};
 
-use crate::kernels::{channel_mean, conv_bn_act, conv_transpose, gate_add_act, Activation};
+use crate::kernels::{conv_bn_act, conv_bn_gate_add_act, conv_transpose, Activation};
 
 /// The network's shape. The defaults are AnatomyNet's (about 0.73 M parameters).
 #[derive(Config, Debug, PartialEq)]
@@ -62,7 +62,7 @@ impl ConvBn {
 }
 
 /// Squeeze-and-excitation: global mean -> Linear -> LeakyReLU -> Linear -> sigmoid
-/// -> a factor per channel (applied with the residual add, [`gate_add_act`]).
+/// -> a factor per channel (applied with the residual add, [`conv_bn_gate_add_act`]).
 #[derive(Module, Debug)]
 pub struct SeGate {
     pub squeeze: Linear,
@@ -71,9 +71,8 @@ pub struct SeGate {
 }
 
 impl SeGate {
-    /// The per-channel factors `[n, c]` for `x`.
-    pub fn gate(&self, x: Tensor<5>) -> Tensor<2> {
-        let pooled = channel_mean(x);
+    /// The per-channel factors `[n, c]` from the channel means `[n, c]`.
+    pub fn of_means(&self, pooled: Tensor<2>) -> Tensor<2> {
         let hidden = leaky_relu(self.squeeze.forward(pooled), self.slope);
         sigmoid(self.excite.forward(hidden))
     }
@@ -137,10 +136,11 @@ impl ResBlock {
             Some(s) => s.forward(x.clone(), Activation::Identity),
             None => x.clone(),
         };
-        let h = conv_bn_act(x, &self.conv1, Some(&self.bn1), Activation::LeakyRelu(self.slope as f32));
-        let h = conv_bn_act(h, &self.conv2, Some(&self.bn2), Activation::Identity);
-        let gate = self.se.as_ref().map(|se| se.gate(h.clone()));
-        gate_add_act(h, gate, residual, Activation::LeakyRelu(self.slope as f32))
+        let act = Activation::LeakyRelu(self.slope as f32);
+        let h = conv_bn_act(x, &self.conv1, Some(&self.bn1), act);
+        let gate = self.se.as_ref().map(|se| move |means| se.of_means(means));
+        let gate = gate.as_ref().map(|g| g as &dyn Fn(Tensor<2>) -> Tensor<2>);
+        conv_bn_gate_add_act(h, &self.conv2, &self.bn2, gate, residual, act)
     }
 }
 

@@ -49,13 +49,7 @@ pub(crate) fn batch_norm_act(
     let (betas, _) = values::<1>(beta.primitive());
     let (input, dims) = values::<5>(y.primitive());
     let (stats, out) = normalise(&input, dims, moments.as_deref(), &gammas, &betas, bn.epsilon, act);
-    let norm = Normalised {
-        mean: stats.iter().map(|s| s.0).collect(),
-        scale: stats.iter().map(|&(_, var)| scale(var, bn.epsilon)).collect(),
-        gamma: gammas.to_vec(),
-        beta: betas.to_vec(),
-        act,
-    };
+    let norm = Normalised::new(&stats, &gammas, &betas, bn.epsilon, act);
     let out = tensor(out, dims);
     drop(input);
     let output =
@@ -72,7 +66,7 @@ pub(crate) fn batch_norm_act(
 }
 
 /// `running = running (1 - momentum) + batch momentum`, in burn's order of operations.
-fn update_running(bn: &BatchNorm, stats: &[(f64, f64)]) {
+pub(super) fn update_running(bn: &BatchNorm, stats: &[(f64, f64)]) {
     let device = bn.gamma.val().device();
     let m = bn.momentum;
     let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Vec<f32>| {
@@ -150,7 +144,7 @@ impl<'a, Ys: Iterator<Item = &'a [f32]>> Pass for NormaliseChannel<'a, Ys> {
 
 /// `all`'s chunks of `voxels` (`[n][c]`) grouped by channel: chunk `i c + ch` at
 /// `[ch][i]`, so that one task can take a channel of every item.
-fn by_channel<T>(all: &mut [T], voxels: usize, c: usize) -> Vec<Vec<&mut [T]>> {
+pub(super) fn by_channel<T>(all: &mut [T], voxels: usize, c: usize) -> Vec<Vec<&mut [T]>> {
     let mut groups: Vec<Vec<&mut [T]>> = (0..c).map(|_| Vec::new()).collect();
     for (nc, chunk) in all.chunks_mut(voxels).enumerate() {
         groups[nc % c].push(chunk);
@@ -164,24 +158,35 @@ struct BatchNormAct;
 
 /// Per channel: `mean`, `1 / sqrt(var + eps)`, `γ`, `β`; the activation after them.
 #[derive(Debug, Clone)]
-struct Normalised {
+pub(super) struct Normalised {
     mean: Vec<f64>,
-    scale: Vec<f64>,
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
+    pub(super) scale: Vec<f64>,
+    pub(super) gamma: Vec<f32>,
+    pub(super) beta: Vec<f32>,
     act: Activation,
 }
 
 impl Normalised {
+    /// From each channel's batch `(mean, variance)`, `γ`, `β` and the layer's epsilon.
+    pub(super) fn new(stats: &[(f64, f64)], gamma: &[f32], beta: &[f32], epsilon: f64, act: Activation) -> Normalised {
+        Normalised {
+            mean: stats.iter().map(|s| s.0).collect(),
+            scale: stats.iter().map(|&(_, var)| scale(var, epsilon)).collect(),
+            gamma: gamma.to_vec(),
+            beta: beta.to_vec(),
+            act,
+        }
+    }
+
     /// Channel `ch`'s constants in f32, for the per-voxel loops.
-    fn channel(&self, ch: usize) -> Channel {
+    pub(super) fn channel(&self, ch: usize) -> Channel {
         Channel::new(self.mean[ch], self.scale[ch], self.gamma[ch], self.beta[ch], self.act)
     }
 }
 
 /// One channel: `x̂ = a y + b`, `z = γ x̂ + β`, the activation's slope below 0.
 #[derive(Clone, Copy)]
-struct Channel {
+pub(super) struct Channel {
     a: f32,
     b: f32,
     gamma: f32,
@@ -196,12 +201,12 @@ impl Channel {
     }
 
     #[inline(always)]
-    fn xhat(self, y: f32) -> f32 {
+    pub(super) fn xhat(self, y: f32) -> f32 {
         y * self.a + self.b
     }
 
     #[inline(always)]
-    fn z(self, xhat: f32) -> f32 {
+    pub(super) fn z(self, xhat: f32) -> f32 {
         xhat * self.gamma + self.beta
     }
 

@@ -123,6 +123,37 @@ pub fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tensor<5>, 
     Tensor::from_data(TensorData::new(out, dims), &device)
 }
 
+/// The end of a residual block, `act(bn(conv(x)) * gate + residual)`, `gate` the
+/// squeeze-and-excitation `se` of the channel means of `bn(conv(x))` `[n, c]` (none: no
+/// gate).
+///
+/// Training one item on the CPU, the convolution and then one operation
+/// ([`residual::batch_norm_gate_add_act`]) that never stores `bn(conv(x))`; and `se`
+/// reads `β`: with the batch statistics of one item, each channel of the batch norm's
+/// output has mean `β` whatever its input, `γ` times a mean of `x̂` that is 0, so the
+/// pooling's value is `β` and its gradient reaches `β` alone (through the pooling and the
+/// batch norm, a constant per channel added to `dL/dh` is taken out again by the batch
+/// norm's mean). Everywhere else the three steps as they read.
+pub fn conv_bn_gate_add_act(
+    x: Tensor<5>,
+    conv: &Conv3d,
+    bn: &BatchNorm,
+    se: Option<&dyn Fn(Tensor<2>) -> Tensor<2>>,
+    residual: Tensor<5>,
+    act: Activation,
+) -> Tensor<5> {
+    if x.dims()[0] == 1 && trains_here(&x, conv) && batch_norm::trains_here(&x, bn) {
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        let (y, moments) = backward::conv3d_tracked(x, conv.weight.val(), bias, conv.stride, true);
+        let moments = moments.expect("the statistics asked for");
+        let gate = se.map(|se| se(bn.beta.val().unsqueeze()));
+        return residual::batch_norm_gate_add_act(y, bn, &moments, gate, residual, act);
+    }
+    let h = conv_bn_act(x, conv, Some(bn), Activation::Identity);
+    let gate = se.map(|se| se(channel_mean(h.clone())));
+    gate_add_act(h, gate, residual, act)
+}
+
 /// `[n, c]`: the mean of each channel of `x` over the volume (a squeeze-and-excitation
 /// gate's pooling); on the CPU's training device one operation with its own backward
 /// pass ([`residual::channel_mean`]).
@@ -629,6 +660,93 @@ mod tests {
                 let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
                 let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
                 assert!(diff <= 1e-4 * scale.max(1.0), "{what} {shape:?} {act:?}: max |diff| {diff} (scale {scale})");
+            }
+        }
+    }
+
+    /// Training, a residual block's end (`conv_bn_gate_add_act`) equals burn's
+    /// convolution, batch norm (batch statistics), squeeze-and-excitation gate of the
+    /// channel means, product, addition and LeakyReLU: the output, every gradient (the
+    /// input, the weights, `γ`, `β`, the gate's layers, the residual) and the running
+    /// statistics; with and without a gate, for one item (the fused operation, whose gate
+    /// reads `β`) and two (the steps apart).
+    #[test]
+    fn training_residual_end_equals_burns() {
+        use burn::nn::LinearConfig;
+        use burn::tensor::activation::sigmoid;
+        let device = Device::flex().autodiff();
+        for (shape, cout, gated) in
+            [([1, 3, 4, 5, 32], 4, true), ([1, 2, 3, 4, 20], 3, false), ([2, 3, 3, 4, 17], 4, true)]
+        {
+            let [n, _, d, h, w] = shape;
+            let conv = Conv3dConfig::new([shape[1], cout], [3, 3, 3])
+                .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+                .with_bias(false)
+                .init(&device);
+            let (squeeze, excite) =
+                (LinearConfig::new(cout, 2).init(&device), LinearConfig::new(2, cout).init(&device));
+            let se = |means: Tensor<2>| sigmoid(excite.forward(leaky_relu(squeeze.forward(means), 0.01)));
+            let random = |lo, hi| Tensor::<1>::random([cout], Distribution::Uniform(lo, hi), &device);
+            let (gamma, beta) = (random(0.5, 1.5), random(-0.5, 0.5));
+            let make_bn = || BatchNorm {
+                gamma: burn::module::Param::from_tensor(gamma.clone()),
+                beta: burn::module::Param::from_tensor(beta.clone()),
+                ..BatchNormConfig::new(cout).init(&device)
+            };
+            let x = (Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device) * 2.0 + 0.5).require_grad();
+            let residual =
+                Tensor::<5>::random([n, cout, d, h, w], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let r = Tensor::<5>::random([n, cout, d, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let act = Activation::LeakyRelu(0.01);
+            let run = |bn: &BatchNorm, ours: bool| {
+                let out = if ours {
+                    let gate = gated.then_some(&se as &dyn Fn(Tensor<2>) -> Tensor<2>);
+                    conv_bn_gate_add_act(x.clone(), &conv, bn, gate, residual.clone(), act)
+                } else {
+                    let h = bn.forward(conv.forward(x.clone()));
+                    let h = match gated {
+                        true => h.clone() * se(h.mean_dims(&[2, 3, 4]).reshape([n, cout])).reshape([n, cout, 1, 1, 1]),
+                        false => h,
+                    };
+                    act.on_tensor(h + residual.clone())
+                };
+                let grads = (out.clone() * r.clone()).sum().backward();
+                let grad = |t: Tensor<1>| floats(t.grad(&grads).expect("a gradient"));
+                let linear = |t: Tensor<2>| t.grad(&grads).map(floats).unwrap_or_default();
+                [
+                    floats(out),
+                    floats(x.grad(&grads).expect("dL/dx")),
+                    floats(conv.weight.val().grad(&grads).expect("dL/dw")),
+                    grad(bn.gamma.val()),
+                    grad(bn.beta.val()),
+                    linear(squeeze.weight.val()),
+                    linear(excite.weight.val()),
+                    floats(residual.grad(&grads).expect("dL/dresidual")),
+                    floats(bn.running_mean.value_sync()),
+                    floats(bn.running_var.value_sync()),
+                ]
+            };
+            let (ours, burns) = (run(&make_bn(), true), run(&make_bn(), false));
+            let names = [
+                "output",
+                "dL/dx",
+                "dL/dw",
+                "dL/dγ",
+                "dL/dβ",
+                "dL/dsqueeze",
+                "dL/dexcite",
+                "dL/dresidual",
+                "running mean",
+                "running variance",
+            ];
+            for (what, (a, b)) in names.iter().zip(ours.iter().zip(&burns)) {
+                assert_eq!(a.len(), b.len(), "{what}");
+                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
+                assert!(
+                    diff <= 1e-4 * scale.max(1.0),
+                    "{what} {shape:?} gated {gated}: max |diff| {diff} (scale {scale})"
+                );
             }
         }
     }

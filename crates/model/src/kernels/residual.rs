@@ -6,6 +6,11 @@
 //! With `g' = g act'(out)` (the slope where the sum was negative, which is where `out`
 //! is): `dL/dh = g' gate`, `dL/dresidual = g'`, `dL/dgate[n, c] = Σ g' h` over the
 //! channel's voxels.
+//!
+//! [`batch_norm_gate_add_act`] takes the block's second batch norm in as well, `h =
+//! bn(y)` (batch statistics, no activation), so that `h` is never stored: one pass
+//! forward, and backward one channel at a time the pass above with the batch norm's
+//! sums, then `dL/dy` (see [`super::batch_norm`]'s formulas, with `dL/dh = g' gate`).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -19,7 +24,10 @@ use rayon::prelude::*;
 
 use burn::backend::tensor::FloatTensor;
 
-use super::{autodiff, lane_sum, lane_sums2, tensor, values, vectorised, writable, Activation, Pass};
+use burn::nn::BatchNorm;
+
+use super::batch_norm::{by_channel, update_running, Channel, Normalised};
+use super::{autodiff, lane_sum, lane_sums2, tensor, values, vectorised, writable, Activation, Moments, Pass};
 
 /// `act(h * gate + residual)` on the CPU's autodiff device, `gate` one factor per
 /// `[n, c]` (all ones where `None`), differentiable in all three.
@@ -56,6 +64,222 @@ pub(crate) fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tens
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
     Tensor::from_primitive::<Autodiff<Flex>>(output)
+}
+
+/// `act(bn(y) * gate + residual)`, `bn` with batch statistics (`moments`, `y`'s per
+/// channel, summed by the convolution that made it) and no activation of its own, `gate`
+/// one factor per `[n, c]` (all ones where `None`), on the CPU's autodiff device,
+/// differentiable in `y`, `γ`, `β`, the gate and the residual; updates `bn`'s running
+/// mean and variance. The block's end as [`gate_add_act`] after
+/// [`super::batch_norm::batch_norm_act`] computes it, without storing `bn(y)`: a pass
+/// each way over it less, and the batch norm's backward sums taken in the residual
+/// end's pass.
+pub(crate) fn batch_norm_gate_add_act(
+    y: Tensor<5>,
+    bn: &BatchNorm,
+    moments: &[Moments],
+    gate: Option<Tensor<2>>,
+    residual: Tensor<5>,
+    act: Activation,
+) -> Tensor<5> {
+    let [n, c, _, _, _] = y.dims();
+    let gate = gate.unwrap_or_else(|| Tensor::ones([n, c], &y.device()));
+    let (gamma, beta) = (autodiff(bn.gamma.val()), autodiff(bn.beta.val()));
+    let (y, gate, residual) = (autodiff(y), autodiff(gate), autodiff(residual));
+    let (gammas, _) = values::<1>(gamma.primitive());
+    let (betas, _) = values::<1>(beta.primitive());
+    let gates = values::<2>(gate.primitive()).0.into_owned();
+    let stats: Vec<(f64, f64)> = moments.iter().map(|m| (m.mean(), m.variance())).collect();
+    let norm = Normalised::new(&stats, &gammas, &betas, bn.epsilon, Activation::Identity);
+    let (ys, dims) = values::<5>(y.primitive());
+    let voxels = dims[2] * dims[3] * dims[4];
+    let (rs, _) = values::<5>(residual.primitive());
+    // Written once, not zeroed first (a reused heap block would be cleared for nothing).
+    let mut out = Vec::with_capacity(ys.len());
+    out.spare_capacity_mut()[..ys.len()]
+        .par_chunks_mut(voxels)
+        .zip(ys.par_chunks(voxels).zip(rs.par_chunks(voxels)))
+        .enumerate()
+        .for_each(|(nc, (out, (y, residual)))| {
+            vectorised(NormGateAddChannel { k: norm.channel(nc % c), out, y, residual, gate: gates[nc], act });
+        });
+    // Safety: the chunks above cover all `ys.len()` elements, each written once.
+    unsafe { out.set_len(ys.len()) };
+    drop((ys, rs));
+    let out = tensor(out, dims);
+    let parents = [y.node(), gamma.node(), beta.node(), gate.node(), residual.node()];
+    let output = match NormGateAddAct.prepare::<NoCheckpointing>(parents).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = NormSaved { y: prep.checkpoint(&y), norm, gates, out: out.clone(), slope: act.slope() };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    update_running(bn, &stats);
+    Tensor::from_primitive::<Autodiff<Flex>>(output)
+}
+
+/// One item's channel of [`batch_norm_gate_add_act`]'s forward, `act(bn(y) gate +
+/// residual)` into `out`, in the order of operations of the batch norm and the residual
+/// end apart.
+struct NormGateAddChannel<'a> {
+    k: Channel,
+    out: &'a mut [std::mem::MaybeUninit<f32>],
+    y: &'a [f32],
+    residual: &'a [f32],
+    gate: f32,
+    act: Activation,
+}
+
+impl Pass for NormGateAddChannel<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let NormGateAddChannel { k, out, y, residual, gate, act } = self;
+        for ((o, &y), &r) in out.iter_mut().zip(y).zip(residual) {
+            o.write(act.apply(k.z(k.xhat(y)) * gate + r));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NormGateAddAct;
+
+/// What the backward pass needs: `y`'s graph id, the batch norm's constants, the gates,
+/// the output (whose sign gives the activation's slope; shared, not copied) and the
+/// slope.
+#[derive(Debug, Clone)]
+struct NormSaved {
+    y: NodeId,
+    norm: Normalised,
+    gates: Vec<f32>,
+    out: FlexTensor,
+    slope: f32,
+}
+
+impl Backward<Flex, 5> for NormGateAddAct {
+    type State = NormSaved;
+
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_y, node_gamma, node_beta, node_gate, node_residual] = ops.parents;
+        let (mut grad, dims) = writable::<5>(grads.consume::<Flex>(&ops.node));
+        let NormSaved { y, norm, gates, out, slope } = ops.state;
+        let y = checkpointer.retrieve_node_output::<FlexTensor>(y);
+        let (y, _) = values::<5>(&y);
+        let (out, _) = values::<5>(&out);
+        let [n, c, d, h, w] = dims;
+        let voxels = d * h * w;
+        // Item `i`'s channel `ch`.
+        let item = |ch: usize, i: usize| (i * c + ch) * voxels..(i * c + ch + 1) * voxels;
+        // dL/dy is written into a buffer of its own: `g'` is the residual's gradient.
+        let len = if node_y.is_some() { y.len() } else { 0 };
+        let mut dy = Vec::with_capacity(len);
+        let dy_groups = by_channel(&mut dy.spare_capacity_mut()[..len], voxels, c);
+        let count = (n * voxels) as f64;
+        // Per channel, one channel at a time while it is in cache: `g'` over the output
+        // gradient in place and its sums with `x̂` per item, then dL/dy.
+        let sums: Vec<Vec<(f64, f64)>> = by_channel(grad.storage_mut::<f32>(), voxels, c)
+            .into_par_iter()
+            .zip(dy_groups.into_par_iter())
+            .enumerate()
+            .map(|(ch, (gs, dys))| {
+                vectorised(NormGateAddGradient {
+                    k: norm.channel(ch),
+                    gs,
+                    dys,
+                    ys: (0..n).map(|i| &y[item(ch, i)]).collect(),
+                    outs: (0..n).map(|i| &out[item(ch, i)]).collect(),
+                    gates: (0..n).map(|i| gates[i * c + ch]).collect(),
+                    slope,
+                    count,
+                    factor: (norm.gamma[ch] as f64 * norm.scale[ch]) as f32,
+                })
+            })
+            .collect();
+        // Safety: with a length, `dy` was cut into the channels' chunks above, every one
+        // written.
+        unsafe { dy.set_len(len) };
+        drop((out, y));
+        // Over the items, each weighted by its gate: dL/dh's sums.
+        let weighted = |ch: usize, part: fn(&(f64, f64)) -> f64| {
+            sums[ch].iter().enumerate().map(|(i, s)| gates[i * c + ch] as f64 * part(s)).sum::<f64>() as f32
+        };
+        if let Some(node) = node_y {
+            grads.register::<Flex>(node.id, tensor(dy, dims));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, tensor((0..c).map(|ch| weighted(ch, |s| s.1)).collect(), [c]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, tensor((0..c).map(|ch| weighted(ch, |s| s.0)).collect(), [c]));
+        }
+        if let Some(node) = node_gate {
+            // Σ g' h with h = γ x̂ + β.
+            let dgate = (0..n * c)
+                .map(|nc| {
+                    let (ch, (sg, sgx)) = (nc % c, sums[nc % c][nc / c]);
+                    (norm.gamma[ch] as f64 * sgx + norm.beta[ch] as f64 * sg) as f32
+                })
+                .collect();
+            grads.register::<Flex>(node.id, tensor(dgate, [n, c]));
+        }
+        if let Some(node) = node_residual {
+            grads.register::<Flex>(node.id, grad);
+        }
+    }
+}
+
+/// One channel of [`batch_norm_gate_add_act`]'s backward over its items: `g' = g
+/// act'(out)` over `g` in place, block by block while a block is in L1, with `(Σ g', Σ
+/// g' x̂)` per item (returned); then, where `dys` are given, `dL/dy = factor (gate g' -
+/// Σ gate g' / N - x̂ Σ gate g' x̂ / N)` into them, `factor = γ / sqrt(var + eps)`.
+struct NormGateAddGradient<'a> {
+    k: Channel,
+    gs: Vec<&'a mut [f32]>,
+    dys: Vec<&'a mut [std::mem::MaybeUninit<f32>]>,
+    ys: Vec<&'a [f32]>,
+    outs: Vec<&'a [f32]>,
+    gates: Vec<f32>,
+    slope: f32,
+    count: f64,
+    factor: f32,
+}
+
+impl Pass for NormGateAddGradient<'_> {
+    type Output = Vec<(f64, f64)>;
+
+    #[inline(always)]
+    fn run(self) -> Vec<(f64, f64)> {
+        const BLOCK: usize = 4096;
+        let NormGateAddGradient { k, mut gs, dys, ys, outs, gates, slope, count, factor } = self;
+        let sums: Vec<(f64, f64)> = gs
+            .iter_mut()
+            .zip(ys.iter().zip(&outs))
+            .map(|(g, (y, out))| {
+                let blocks = g.chunks_mut(BLOCK).zip(y.chunks(BLOCK).zip(out.chunks(BLOCK)));
+                blocks.fold((0.0, 0.0), |(sg, sgx), (g, (y, out))| {
+                    for (g, &o) in g.iter_mut().zip(out) {
+                        *g = if o < 0.0 { *g * slope } else { *g };
+                    }
+                    let (a, b) = lane_sums2(g, y, |g, y| (g, g * k.xhat(y)));
+                    (sg + a, sgx + b)
+                })
+            })
+            .collect();
+        if !dys.is_empty() {
+            let total = |part: fn(&(f64, f64)) -> f64| {
+                sums.iter().zip(&gates).map(|(s, &gate)| gate as f64 * part(s)).sum::<f64>() / count
+            };
+            let (mean_g, mean_gx) = (total(|s| s.0) as f32, total(|s| s.1) as f32);
+            for (((dy, g), y), &gate) in dys.into_iter().zip(&gs).zip(&ys).zip(&gates) {
+                for ((dy, &g), &y) in dy.iter_mut().zip(g.iter()).zip(y.iter()) {
+                    dy.write(factor * (gate * g - mean_g - k.xhat(y) * mean_gx));
+                }
+            }
+        }
+        sums
+    }
 }
 
 /// The squeeze-and-excitation gate's pooling, `[n, c]` means of `h` over the volume, on
@@ -323,6 +547,81 @@ mod tests {
                 let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
                 let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
                 assert!(diff <= 1e-5 * scale.max(1.0), "{what} {shape:?} {act:?}: max |diff| {diff}");
+            }
+        }
+    }
+
+    /// Equal to burn's batch norm (batch statistics), multiplication, addition and
+    /// LeakyReLU: the output, the gradients of `y`, `γ`, `β`, the gate and the residual,
+    /// and the running statistics, with and without a gate, a batch of one and of two.
+    #[test]
+    fn batch_norm_gate_add_equals_burns() {
+        use burn::nn::BatchNormConfig;
+        let device = Device::flex().autodiff();
+        for (shape, gated, act) in [
+            ([1, 3, 4, 5, 6], true, Activation::LeakyRelu(0.01)),
+            ([2, 2, 3, 3, 7], true, Activation::LeakyRelu(0.2)),
+            ([1, 4, 2, 3, 5], false, Activation::LeakyRelu(0.01)),
+            ([2, 2, 3, 4, 5], false, Activation::Identity),
+        ] {
+            let [n, c, _, _, _] = shape;
+            let random = |s| Tensor::<5>::random(s, Distribution::Normal(0.0, 1.0), &device);
+            let (y, residual) = ((random(shape) * 3.0 + 1.0).detach().require_grad(), random(shape).require_grad());
+            let gate =
+                gated.then(|| Tensor::<2>::random([n, c], Distribution::Uniform(0.0, 1.0), &device).require_grad());
+            let r = random(shape);
+            let affine = |lo, hi| Tensor::<1>::random([c], Distribution::Uniform(lo, hi), &device);
+            let (gamma, beta) = (affine(0.5, 1.5), affine(-0.5, 0.5));
+            let make_bn = || BatchNorm {
+                gamma: burn::module::Param::from_tensor(gamma.clone()),
+                beta: burn::module::Param::from_tensor(beta.clone()),
+                ..BatchNormConfig::new(c).init(&device)
+            };
+            let run = |bn: &BatchNorm, ours: bool| {
+                let out = if ours {
+                    let primitive = autodiff(y.clone());
+                    let (values, dims) = values::<5>(primitive.primitive());
+                    let voxels = dims[2] * dims[3] * dims[4];
+                    let moments: Vec<Moments> = (0..c)
+                        .map(|ch| {
+                            (0..n).fold(Moments::default(), |m, i| {
+                                m.merge(Moments::of(&values[(i * c + ch) * voxels..][..voxels]))
+                            })
+                        })
+                        .collect();
+                    batch_norm_gate_add_act(y.clone(), bn, &moments, gate.clone(), residual.clone(), act)
+                } else {
+                    let h = bn.forward(y.clone());
+                    let h = match &gate {
+                        Some(g) => h * g.clone().reshape([n, c, 1, 1, 1]),
+                        None => h,
+                    };
+                    match act {
+                        Activation::LeakyRelu(s) => leaky_relu(h + residual.clone(), s as f64),
+                        Activation::Identity => h + residual.clone(),
+                    }
+                };
+                let grads = (out.clone() * r.clone()).sum().backward();
+                let dgate = gate.as_ref().map(|g| floats(g.grad(&grads).expect("dL/dgate"))).unwrap_or_default();
+                [
+                    floats(out),
+                    floats(y.grad(&grads).expect("dL/dy")),
+                    floats(bn.gamma.val().grad(&grads).expect("dL/dγ")),
+                    floats(bn.beta.val().grad(&grads).expect("dL/dβ")),
+                    dgate,
+                    floats(residual.grad(&grads).expect("dL/dr")),
+                    floats(bn.running_mean.value_sync()),
+                    floats(bn.running_var.value_sync()),
+                ]
+            };
+            let (ours, burns) = (run(&make_bn(), true), run(&make_bn(), false));
+            let names =
+                ["output", "dL/dy", "dL/dγ", "dL/dβ", "dL/dgate", "dL/dresidual", "running mean", "running variance"];
+            for (what, (a, b)) in names.iter().zip(ours.iter().zip(&burns)) {
+                assert_eq!(a.len(), b.len(), "{what}");
+                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
+                assert!(diff <= 1e-4 * scale.max(1.0), "{what} {shape:?} gated {gated} {act:?}: max |diff| {diff}");
             }
         }
     }
