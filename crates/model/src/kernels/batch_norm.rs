@@ -351,11 +351,8 @@ mod tests {
                 Activation::LeakyRelu(s) => leaky_relu(burns_bn.forward(y), s as f64),
                 Activation::Identity => burns_bn.forward(y),
             });
-            for (what, (a, b)) in ["output", "dL/dy", "dL/dγ", "dL/dβ"].iter().zip(ours.iter().zip(&burns)) {
-                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
-                assert!(diff <= 1e-4 * scale.max(1.0), "{what} {shape:?} {act:?}: max |diff| {diff} (scale {scale})");
-            }
+            let names = ["output", "dL/dy", "dL/dγ", "dL/dβ"];
+            super::super::assert_close(&names, &ours, &burns, 1e-4, &format!("{shape:?} {act:?}"));
             for (ours, burns) in
                 [(&ours_bn.running_mean, &burns_bn.running_mean), (&ours_bn.running_var, &burns_bn.running_var)]
             {

@@ -502,6 +502,20 @@ fn fold(conv: &Conv3d, bn: Option<&BatchNorm>) -> conv3d::Conv {
     conv3d::Conv { cin, cout, kernel: [kd, kh, kw], stride: conv.stride, weights, bias }
 }
 
+/// Each of `ours` against `theirs`, named by `names`: as many, of equal lengths, the
+/// largest difference within `tolerance` times the largest `|theirs|` (at least 1).
+/// `case` names the case in a failure.
+#[cfg(test)]
+fn assert_close(names: &[&str], ours: &[Vec<f32>], theirs: &[Vec<f32>], tolerance: f32, case: &str) {
+    assert_eq!((names.len(), ours.len()), (names.len(), theirs.len()), "{case}");
+    for (what, (a, b)) in names.iter().zip(ours.iter().zip(theirs)) {
+        assert_eq!(a.len(), b.len(), "{what} {case}");
+        let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
+        assert!(diff <= tolerance * scale.max(1.0), "{what} {case}: max |diff| {diff} (scale {scale})");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,12 +669,7 @@ mod tests {
             };
             let (ours, burns) = (run(&ours_bn, true), run(&burns_bn, false));
             let names = ["output", "dL/dx", "dL/dw", "dL/dbias", "dL/dγ", "dL/dβ", "running mean", "running variance"];
-            for (what, (a, b)) in names.iter().zip(ours.iter().zip(&burns)) {
-                assert_eq!(a.len(), b.len(), "{what}");
-                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
-                assert!(diff <= 1e-4 * scale.max(1.0), "{what} {shape:?} {act:?}: max |diff| {diff} (scale {scale})");
-            }
+            super::assert_close(&names, &ours, &burns, 1e-4, &format!("{shape:?} {act:?}"));
         }
     }
 
@@ -739,15 +748,7 @@ mod tests {
                 "running mean",
                 "running variance",
             ];
-            for (what, (a, b)) in names.iter().zip(ours.iter().zip(&burns)) {
-                assert_eq!(a.len(), b.len(), "{what}");
-                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
-                assert!(
-                    diff <= 1e-4 * scale.max(1.0),
-                    "{what} {shape:?} gated {gated}: max |diff| {diff} (scale {scale})"
-                );
-            }
+            super::assert_close(&names, &ours, &burns, 1e-4, &format!("{shape:?} gated {gated}"));
         }
     }
 }

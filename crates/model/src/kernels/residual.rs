@@ -491,12 +491,8 @@ mod tests {
                 [floats(means), floats(h.grad(&grads).expect("dL/dh"))]
             };
             let (ours, burns) = (run(true), run(false));
-            for (what, (a, b)) in ["means", "dL/dh"].iter().zip(ours.iter().zip(&burns)) {
-                assert_eq!(a.len(), b.len(), "{what}");
-                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
-                assert!(diff <= 1e-5 * scale.max(1.0), "{what} {shape:?} shared {shared}: max |diff| {diff}");
-            }
+            let case = format!("{shape:?} shared {shared}");
+            super::super::assert_close(&["means", "dL/dh"], &ours, &burns, 1e-5, &case);
         }
     }
 
@@ -542,12 +538,8 @@ mod tests {
                 ]
             };
             let (ours, burns) = (run(true), run(false));
-            for (what, (a, b)) in ["output", "dL/dh", "dL/dgate", "dL/dresidual"].iter().zip(ours.iter().zip(&burns)) {
-                assert_eq!(a.len(), b.len(), "{what}");
-                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
-                assert!(diff <= 1e-5 * scale.max(1.0), "{what} {shape:?} {act:?}: max |diff| {diff}");
-            }
+            let names = ["output", "dL/dh", "dL/dgate", "dL/dresidual"];
+            super::super::assert_close(&names, &ours, &burns, 1e-5, &format!("{shape:?} {act:?}"));
         }
     }
 
@@ -617,12 +609,7 @@ mod tests {
             let (ours, burns) = (run(&make_bn(), true), run(&make_bn(), false));
             let names =
                 ["output", "dL/dy", "dL/dγ", "dL/dβ", "dL/dgate", "dL/dresidual", "running mean", "running variance"];
-            for (what, (a, b)) in names.iter().zip(ours.iter().zip(&burns)) {
-                assert_eq!(a.len(), b.len(), "{what}");
-                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
-                assert!(diff <= 1e-4 * scale.max(1.0), "{what} {shape:?} gated {gated} {act:?}: max |diff| {diff}");
-            }
+            super::super::assert_close(&names, &ours, &burns, 1e-4, &format!("{shape:?} gated {gated} {act:?}"));
         }
     }
 }

@@ -197,15 +197,8 @@ mod tests {
                 ]
             };
             let (ours, burns) = (run(true), run(false));
-            for (what, (a, b)) in ["output", "dL/dx", "dL/dw", "dL/dbias"].iter().zip(ours.iter().zip(&burns)) {
-                assert_eq!(a.len(), b.len(), "{what}");
-                let diff = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                let scale = b.iter().map(|b| b.abs()).fold(0.0, f32::max);
-                assert!(
-                    diff <= 1e-5 * scale.max(1.0),
-                    "{what} {shape:?} {kernel:?}: max |diff| {diff} (scale {scale})"
-                );
-            }
+            let names = ["output", "dL/dx", "dL/dw", "dL/dbias"];
+            super::super::assert_close(&names, &ours, &burns, 1e-5, &format!("{shape:?} {kernel:?}"));
         }
     }
 }
