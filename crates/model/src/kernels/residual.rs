@@ -43,11 +43,11 @@ pub(crate) fn gate_add_act(h: Tensor<5>, gate: Option<Tensor<2>>, residual: Tens
     // Written once, not zeroed first (a reused heap block would be cleared for nothing).
     let mut out = Vec::with_capacity(hs.len());
     let spare = &mut out.spare_capacity_mut()[..hs.len()];
-    spare
-        .par_chunks_mut(voxels)
-        .zip(hs.par_chunks(voxels).zip(rs.par_chunks(voxels)))
-        .enumerate()
-        .for_each(|(nc, (o, (h, r)))| vectorised(GateAddChannel { out: o, h, residual: r, gate: gates[nc], act }));
+    spare.par_chunks_mut(voxels).zip(hs.par_chunks(voxels).zip(rs.par_chunks(voxels))).enumerate().for_each(
+        |(nc, (o, (h, r)))| {
+            vectorised(GateAddChannel { out: o, values: h, h: |h| h, residual: r, gate: gates[nc], act });
+        },
+    );
     // Safety: the chunks above cover all `hs.len()` elements, each written once.
     unsafe { out.set_len(hs.len()) };
     drop((hs, rs));
@@ -101,7 +101,8 @@ pub(crate) fn batch_norm_gate_add_act(
         .zip(ys.par_chunks(voxels).zip(rs.par_chunks(voxels)))
         .enumerate()
         .for_each(|(nc, (out, (y, residual)))| {
-            vectorised(NormGateAddChannel { k: norm.channel(nc % c), out, y, residual, gate: gates[nc], act });
+            let k = norm.channel(nc % c);
+            vectorised(GateAddChannel { out, values: y, h: |y| k.z(k.xhat(y)), residual, gate: gates[nc], act });
         });
     // Safety: the chunks above cover all `ys.len()` elements, each written once.
     unsafe { out.set_len(ys.len()) };
@@ -117,30 +118,6 @@ pub(crate) fn batch_norm_gate_add_act(
     };
     update_running(bn, &stats);
     Tensor::from_primitive::<Autodiff<Flex>>(output)
-}
-
-/// One item's channel of [`batch_norm_gate_add_act`]'s forward, `act(bn(y) gate +
-/// residual)` into `out`, in the order of operations of the batch norm and the residual
-/// end apart.
-struct NormGateAddChannel<'a> {
-    k: Channel,
-    out: &'a mut [std::mem::MaybeUninit<f32>],
-    y: &'a [f32],
-    residual: &'a [f32],
-    gate: f32,
-    act: Activation,
-}
-
-impl Pass for NormGateAddChannel<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run(self) {
-        let NormGateAddChannel { k, out, y, residual, gate, act } = self;
-        for ((o, &y), &r) in out.iter_mut().zip(y).zip(residual) {
-            o.write(act.apply(k.z(k.xhat(y)) * gate + r));
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -259,9 +236,7 @@ impl Pass for NormGateAddGradient<'_> {
             .map(|(g, (y, out))| {
                 let blocks = g.chunks_mut(BLOCK).zip(y.chunks(BLOCK).zip(out.chunks(BLOCK)));
                 blocks.fold((0.0, 0.0), |(sg, sgx), (g, (y, out))| {
-                    for (g, &o) in g.iter_mut().zip(out) {
-                        *g = if o < 0.0 { *g * slope } else { *g };
-                    }
+                    activation_gradient(g, out, slope);
                     let (a, b) = lane_sums2(g, y, |g, y| (g, g * k.xhat(y)));
                     (sg + a, sgx + b)
                 })
@@ -403,23 +378,36 @@ impl Backward<Flex, 3> for GateAddAct {
     }
 }
 
-/// One channel of the residual end's forward, `act(h gate + residual)` into `out`.
-struct GateAddChannel<'a> {
+/// One item's channel of a residual end's forward, `act(h(v) gate + residual)` for each
+/// of `values` into `out`: `h` the value itself ([`gate_add_act`]) or its batch norm
+/// ([`batch_norm_gate_add_act`], in the batch norm's own order of operations).
+struct GateAddChannel<'a, H> {
     out: &'a mut [std::mem::MaybeUninit<f32>],
-    h: &'a [f32],
+    values: &'a [f32],
+    h: H,
     residual: &'a [f32],
     gate: f32,
     act: Activation,
 }
 
-impl Pass for GateAddChannel<'_> {
+impl<H: Fn(f32) -> f32> Pass for GateAddChannel<'_, H> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
-        for ((o, &h), &r) in self.out.iter_mut().zip(self.h).zip(self.residual) {
-            o.write(self.act.apply(h * self.gate + r));
+        let GateAddChannel { out, values, h, residual, gate, act } = self;
+        for ((o, &v), &r) in out.iter_mut().zip(values).zip(residual) {
+            o.write(act.apply(h(v) * gate + r));
         }
+    }
+}
+
+/// `g act'(out)` over `g` in place: the activation's slope where `out` (the residual
+/// end's output) is negative, a select so that the loop vectorises.
+#[inline(always)]
+fn activation_gradient(g: &mut [f32], out: &[f32], slope: f32) {
+    for (g, &o) in g.iter_mut().zip(out) {
+        *g = if o < 0.0 { *g * slope } else { *g };
     }
 }
 
@@ -445,9 +433,7 @@ impl Pass for ChannelBackward<'_> {
         let ChannelBackward { g, out, h, mut dh, gate, slope, gate_gradient } = self;
         let mut dot = 0.0;
         for (b, (g, (out, h))) in g.chunks_mut(BLOCK).zip(out.chunks(BLOCK).zip(h.chunks(BLOCK))).enumerate() {
-            for (g, &o) in g.iter_mut().zip(out) {
-                *g = if o < 0.0 { *g * slope } else { *g };
-            }
+            activation_gradient(g, out, slope);
             if let Some(dh) = dh.as_deref_mut() {
                 dh[b * BLOCK..][..g.len()].iter_mut().zip(g.iter()).for_each(|(d, &g)| {
                     d.write(g * gate);
